@@ -1,0 +1,37 @@
+# `make demo` runs the main job against a local Marketo sandbox; `make test` runs lint, types and tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint types pytest demo bench sandbox clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: lint types pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m demo.run
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+sandbox: $(STAMP)
+	$(BIN)/marketo-sandbox --port 8765 --client-id demo-client --client-secret demo-secret
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

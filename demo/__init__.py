@@ -1,0 +1,1 @@
+"""`make demo`: the whole round trip against a local Marketo sandbox."""

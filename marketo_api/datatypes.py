@@ -1,0 +1,159 @@
+"""Marketo dataTypes ↔ JSON Schema and Python values; one mapping for the tap and the target."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .describe import FieldDescription, ObjectDescription
+
+logger = logging.getLogger("marketo_api.datatypes")
+
+STRING_TYPES = frozenset(
+    {"string", "text", "textarea", "email", "phone", "url", "reference", "link", "lead_function", "picklist"}
+)
+INTEGER_TYPES = frozenset({"integer", "score", "percent"})
+NUMBER_TYPES = frozenset({"float", "currency"})
+KNOWN_TYPES = STRING_TYPES | INTEGER_TYPES | NUMBER_TYPES | {"boolean", "date", "datetime"}
+
+
+def is_known(data_type: str) -> bool:
+    return data_type in KNOWN_TYPES
+
+
+def json_schema_for_field(field: FieldDescription) -> dict[str, Any]:
+    """Nullable JSON Schema for one field; unknown dataTypes become strings."""
+    data_type = field.data_type
+    if data_type in INTEGER_TYPES:
+        return {"type": ["integer", "null"]}
+    if data_type in NUMBER_TYPES:
+        return {"type": ["number", "null"]}
+    if data_type == "boolean":
+        return {"type": ["boolean", "null"]}
+    if data_type == "date":
+        return {"type": ["string", "null"], "format": "date"}
+    if data_type == "datetime":
+        return {"type": ["string", "null"], "format": "date-time"}
+    schema: dict[str, Any] = {"type": ["string", "null"]}
+    if field.length is not None and data_type in ("string", "email", "phone", "url", "reference"):
+        schema["maxLength"] = field.length
+    return schema
+
+
+def json_schema_for(description: ObjectDescription) -> dict[str, Any]:
+    """JSON Schema of a record of the described object: every field, keyed by API name."""
+    for field in description.fields:
+        if not is_known(field.data_type):
+            logger.warning(
+                "%s field %r has dataType %r, which this connector does not know; it is read as a string",
+                description.name,
+                field.name,
+                field.data_type,
+            )
+    return {
+        "type": "object",
+        "properties": {field.name: json_schema_for_field(field) for field in description.fields},
+    }
+
+
+class ValueTypeError(ValueError):
+    """A value that cannot be read or written as its field's dataType."""
+
+
+def from_api(field: FieldDescription, value: Any) -> Any:
+    """Python value of a field as Marketo returns it (currency as an exact Decimal)."""
+    if value is None:
+        return None
+    data_type = field.data_type
+    try:
+        if data_type in INTEGER_TYPES:
+            number = Decimal(str(value))
+            if number != number.to_integral_value():
+                raise ValueTypeError(f"{value!r} is not a whole number")
+            return int(number)
+        if data_type in NUMBER_TYPES:
+            # str() first: a float that reached us keeps its shortest repr, not binary noise.
+            return value if isinstance(value, Decimal) else Decimal(str(value))
+        if data_type == "boolean":
+            return _to_bool(value)
+        if data_type == "date":
+            return _to_date(value).isoformat()
+        if data_type == "datetime":
+            # One UTC form, so bookmarks compare correctly as strings.
+            return _to_datetime(value).astimezone(dt.timezone.utc).isoformat()
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueTypeError(f"field {field.name!r} ({data_type}): cannot read {value!r}: {exc}") from None
+    return value if isinstance(value, str) else str(value)
+
+
+def to_api(field: FieldDescription, value: Any) -> Any:
+    """JSON-ready value for a write: exact decimals as strings, ISO dates, offsets on datetimes."""
+    if value is None:
+        return None
+    data_type = field.data_type
+    try:
+        if data_type in INTEGER_TYPES:
+            if isinstance(value, bool):
+                raise ValueTypeError("a boolean is not a whole number")
+            number = Decimal(str(value))
+            if number != number.to_integral_value():
+                raise ValueTypeError(f"{value!r} is not a whole number")
+            return int(number)
+        if data_type in NUMBER_TYPES:
+            if isinstance(value, bool):
+                raise ValueTypeError("a boolean is not a number")
+            number = value if isinstance(value, Decimal) else Decimal(str(value))
+            if not number.is_finite():
+                raise ValueTypeError(f"{value!r} is not a finite number")
+            return format(number, "f")
+        if data_type == "boolean":
+            return _to_bool(value)
+        if data_type == "date":
+            return _to_date(value).isoformat()
+        if data_type == "datetime":
+            return _to_datetime(value).isoformat()
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueTypeError(f"cannot write {value!r} as {data_type}: {exc}") from None
+    if isinstance(value, (dict, list)):
+        raise ValueTypeError(f"cannot write a {type(value).__name__} as {data_type}")
+    return value if isinstance(value, str) else str(value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueTypeError(f"{value!r} is not a boolean")
+
+
+def _to_date(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = str(value)
+    return dt.date.fromisoformat(text[:10]) if "T" in text else dt.date.fromisoformat(text)
+
+
+def _to_datetime(value: Any) -> dt.datetime:
+    """Aware datetime; a naive one is taken as UTC, which is how Marketo reports times."""
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
+        parsed = dt.datetime.combine(value, dt.time())
+    else:
+        text = str(value).strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        # Marketo's asset APIs write "...Z+0000"; a bare +0000 needs a colon before Python 3.11.
+        if len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit() and text[-3] != ":":
+            text = f"{text[:-2]}:{text[-2:]}"
+        parsed = dt.datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed

@@ -1,0 +1,233 @@
+"""Configuration objects for the Marketo sandbox: custom fields, faults and the sandbox config."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Every ``dataType`` the sandbox knows how to validate and format.
+KNOWN_DATA_TYPES = frozenset(
+    {
+        "string",
+        "text",
+        "integer",
+        "float",
+        "currency",
+        "percent",
+        "score",
+        "boolean",
+        "date",
+        "datetime",
+        "email",
+        "phone",
+        "url",
+        "reference",
+    }
+)
+
+#: Fault kinds accepted by :class:`Fault`.
+FAULT_KINDS = frozenset(
+    {"606", "615", "604", "608", "611", "614", "713", "http500", "http502", "http503", "drop", "slow"}
+)
+
+
+@dataclass(frozen=True)
+class CustomField:
+    """A custom opportunity field.
+
+    ``data_type`` is a Marketo ``dataType``; an unknown one (for example ``"formula"``) is accepted,
+    described as given and treated as an opaque scalar. Marketo only lists string and integer custom
+    fields in ``searchableFields``, so ``searchable=True`` is only allowed for those two types.
+    """
+
+    name: str
+    data_type: str
+    length: int | None = None
+    searchable: bool = False
+    updateable: bool = True
+    display_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", self.name):
+            raise ValueError(f"invalid custom field name {self.name!r}")
+        if self.searchable and self.data_type not in ("string", "integer"):
+            raise ValueError(f"custom field {self.name!r}: only string and integer fields can be searchable")
+        if self.length is not None and self.length < 1:
+            raise ValueError(f"custom field {self.name!r}: length must be positive")
+
+
+DEFAULT_CUSTOM_FIELDS: list[CustomField] = [
+    CustomField("region", "string", 50, searchable=True),
+    CustomField("partnerTier", "integer", searchable=True),
+    CustomField("discountRate", "float"),
+    CustomField("contactEmail", "email", 255),
+    CustomField("contactPhone", "phone", 255),
+    CustomField("contractUrl", "url", 255),
+    CustomField("internalNotes", "text"),
+    CustomField("healthScore", "score"),
+    CustomField("winRate", "percent"),
+    CustomField("parentOpportunityId", "reference", 50),
+    CustomField("renewalDate", "date"),
+    CustomField("lastReviewedAt", "datetime"),
+    CustomField("isStrategic", "boolean"),
+    CustomField("listPrice", "currency"),
+    CustomField("legacyFormula", "formula", updateable=False),
+]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An injected failure.
+
+    * ``kind``: a Marketo error code ("606", "615", "604", "608", "611", "614", "713"), an HTTP
+      error with an HTML body ("http500", "http502", "http503"), "drop" (close the connection
+      without answering) or "slow" (sleep ``seconds`` and then answer normally).
+    * ``calls``: 1-based numbers of REST calls (identity excluded) since start or ``reset_stats``.
+    * ``rate``: probability per matching call, drawn from ``random.Random(config.seed)``.
+    * neither ``calls`` nor ``rate``: every matching call.
+    * ``path``: only calls whose URL path starts with this prefix.
+    * ``after_apply``: only sync/delete calls; the write is applied first, then the fault is
+      answered (the "outcome unknown" case).
+    """
+
+    kind: str
+    rate: float | None = None
+    calls: list[int] | None = None
+    path: str | None = None
+    after_apply: bool = False
+    seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(FAULT_KINDS)}")
+        if self.rate is not None and not 0.0 <= self.rate <= 1.0:
+            raise ValueError("fault rate must be between 0 and 1")
+        if self.calls is not None:
+            object.__setattr__(self, "calls", [int(c) for c in self.calls])
+        if self.after_apply and self.kind == "slow":
+            raise ValueError("after_apply makes no sense for a 'slow' fault")
+
+    @classmethod
+    def parse(cls, spec: str) -> Fault:
+        """Parse the CLI form ``KIND:RATE`` or ``KIND@3,7`` (a ``+after`` suffix sets after_apply)."""
+        text = spec.strip()
+        after = False
+        if text.endswith("+after"):
+            after = True
+            text = text[: -len("+after")]
+        if "@" in text:
+            kind, _, calls = text.partition("@")
+            numbers = [int(c) for c in calls.split(",") if c.strip()]
+            if not numbers:
+                raise ValueError(f"fault {spec!r}: no call numbers after '@'")
+            return cls(kind=kind, calls=numbers, after_apply=after)
+        if ":" in text:
+            kind, _, rate = text.partition(":")
+            return cls(kind=kind, rate=float(rate), after_apply=after)
+        return cls(kind=text, after_apply=after)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _default_custom_fields() -> list[CustomField]:
+    return list(DEFAULT_CUSTOM_FIELDS)
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Everything that shapes one sandbox: credentials, the data set, limits and behaviour.
+
+    Limits set to ``None`` are disabled. Fields in :data:`RUNTIME_FIELDS` can be changed on a
+    running sandbox with ``Sandbox.configure``; the data-set fields are fixed at start.
+    """
+
+    client_id: str = "test-client"
+    client_secret: str = "test-secret"  # noqa: S105 (a test credential)
+    host: str = "127.0.0.1"
+    port: int = 0
+    # data set (deterministic for a given seed)
+    seed: int = 7
+    leads: int = 200
+    opportunities: int = 100
+    roles_per_opportunity: int = 3
+    heavy_leads: int = 1
+    heavy_lead_roles: int = 350
+    include_doc_examples: bool = True
+    custom_fields: list[CustomField] = field(default_factory=_default_custom_fields)
+    # limits
+    rate_limit: int | None = 100
+    rate_window_seconds: float = 20.0
+    concurrency_limit: int | None = 10
+    daily_quota: int | None = None
+    max_uri_bytes: int | None = 8192
+    max_body_bytes: int | None = 1_048_576
+    token_ttl_seconds: float = 3600.0
+    latency_seconds: float = 0.0
+    faults: list[Fault] = field(default_factory=list)
+    # behaviour
+    crm_sync: bool = False
+    emit_more_result: bool = True
+    trailing_empty_page: bool = False
+    gzip: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("leads", "opportunities", "roles_per_opportunity", "heavy_leads", "heavy_lead_roles"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.rate_window_seconds <= 0:
+            raise ValueError("rate_window_seconds must be positive")
+        if self.token_ttl_seconds <= 0:
+            raise ValueError("token_ttl_seconds must be positive")
+        if self.latency_seconds < 0:
+            raise ValueError("latency_seconds must not be negative")
+        faults = [f if isinstance(f, Fault) else Fault(**f) for f in self.faults]
+        object.__setattr__(self, "faults", faults)
+        names = [c.name for c in self.custom_fields]
+        if len(set(names)) != len(names):
+            raise ValueError("custom field names must be unique")
+
+    @classmethod
+    def small(cls, **overrides: Any) -> SandboxConfig:
+        """The small data set used by the ``sandbox`` pytest fixture (real 100/20 s limits)."""
+        values: dict[str, Any] = {
+            "leads": 60,
+            "opportunities": 40,
+            "roles_per_opportunity": 3,
+            "heavy_leads": 1,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> SandboxConfig:
+        return dataclasses.replace(self, **changes)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready data, with the client secret masked."""
+        data = dataclasses.asdict(self)
+        data["client_secret"] = "***"  # noqa: S105
+        return data
+
+
+#: Fields that ``Sandbox.configure`` and ``POST /_sandbox/config`` may change on a running sandbox.
+RUNTIME_FIELDS = frozenset(
+    {
+        "client_id",
+        "client_secret",
+        "rate_limit",
+        "rate_window_seconds",
+        "concurrency_limit",
+        "daily_quota",
+        "max_uri_bytes",
+        "max_body_bytes",
+        "token_ttl_seconds",
+        "latency_seconds",
+        "faults",
+        "crm_sync",
+        "emit_more_result",
+        "trailing_empty_page",
+        "gzip",
+    }
+)

@@ -1,0 +1,275 @@
+"""Key sources: the values that select which opportunities and roles a run reads.
+
+Marketo cannot list opportunities; every query names up to 300 exact values of one searchable
+field. A key source is a re-iterable stream of such values plus the object and field they are
+matched against. Values are never held in memory as a whole: lists come from the config,
+ranges are generated, files are read line by line (a plain list or a CSV with a header).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from singer_sdk.exceptions import ConfigValidationError
+
+from marketo_api import MarketoObject
+
+KeyValue = str | int
+
+EXTERNAL_OPPORTUNITY_ID = "externalOpportunityId"
+LEAD_ID = "leadId"
+
+# Names a CSV header (or the header line of a one-column file) may give the key column,
+# compared case-insensitively with "_", "-" and spaces removed.
+_EXTERNAL_ID_COLUMNS = ("externalopportunityid", "externalopportunity", "opportunityid")
+_LEAD_ID_COLUMNS = ("leadid", "id", "lead")
+_DELIMITERS = (",", "\t", ";", "|")
+
+FILTER_OBJECTS: dict[str, MarketoObject] = {
+    "opportunity": MarketoObject.OPPORTUNITY,
+    "opportunity_role": MarketoObject.OPPORTUNITY_ROLE,
+}
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """One configured source of keys, matched against `field` of `obj`."""
+
+    name: str  # the setting it comes from, e.g. "lead_ids_file" or "filters[0]"
+    obj: MarketoObject
+    field: str
+    description: str  # for the log, e.g. "lead ids 1..250000"
+    _values: Callable[[], Iterator[KeyValue]]
+
+    def values(self) -> Iterator[KeyValue]:
+        """A fresh iterator over the keys, in the configured order."""
+        return self._values()
+
+    def scan(self) -> tuple[int, str]:
+        """Count the keys and fingerprint them in one streaming pass (constant memory)."""
+        digest = hashlib.sha256(f"{self.name}\0{self.obj.value}\0{self.field}\0".encode())
+        count = 0
+        for value in self.values():
+            digest.update(f"{type(value).__name__}:{value}\n".encode())
+            count += 1
+        return count, digest.hexdigest()
+
+
+def key_sources(config: Mapping[str, Any], *, check_files: bool = True) -> list[KeySource]:
+    """The configured key sources, in the fixed order they run in.
+
+    Raises ConfigValidationError naming the setting when one is malformed. With `check_files`,
+    key files must exist; their content is validated as it is read.
+    """
+    sources: list[KeySource] = []
+    ext_ids = config.get("external_opportunity_ids")
+    if ext_ids:
+        values = [_external_id(v, "external_opportunity_ids") for v in ext_ids]
+        sources.append(
+            KeySource(
+                "external_opportunity_ids",
+                MarketoObject.OPPORTUNITY,
+                EXTERNAL_OPPORTUNITY_ID,
+                f"{len(values)} externalOpportunityIds from the config",
+                partial(iter, values),
+            )
+        )
+    ext_file = config.get("external_opportunity_ids_file")
+    if ext_file:
+        path = _key_file(ext_file, "external_opportunity_ids_file", check=check_files)
+        sources.append(
+            KeySource(
+                "external_opportunity_ids_file",
+                MarketoObject.OPPORTUNITY,
+                EXTERNAL_OPPORTUNITY_ID,
+                f"externalOpportunityIds from {path}",
+                partial(read_key_file, path, _EXTERNAL_ID_COLUMNS, partial(_external_id, where=str(path))),
+            )
+        )
+    lead_ids = config.get("lead_ids")
+    if lead_ids:
+        ints = [_lead_id(v, "lead_ids") for v in lead_ids]
+        sources.append(
+            KeySource(
+                "lead_ids",
+                MarketoObject.OPPORTUNITY_ROLE,
+                LEAD_ID,
+                f"{len(ints)} lead ids from the config",
+                partial(iter, ints),
+            )
+        )
+    lead_file = config.get("lead_ids_file")
+    if lead_file:
+        path = _key_file(lead_file, "lead_ids_file", check=check_files)
+        sources.append(
+            KeySource(
+                "lead_ids_file",
+                MarketoObject.OPPORTUNITY_ROLE,
+                LEAD_ID,
+                f"lead ids from {path}",
+                partial(read_key_file, path, _LEAD_ID_COLUMNS, partial(_lead_id, where=str(path))),
+            )
+        )
+    lead_range = config.get("lead_id_range")
+    if lead_range:
+        start, end = _range(lead_range)
+        sources.append(
+            KeySource(
+                "lead_id_range",
+                MarketoObject.OPPORTUNITY_ROLE,
+                LEAD_ID,
+                f"lead ids {start}..{end}",
+                partial(_range_values, start, end),
+            )
+        )
+    for index, spec in enumerate(config.get("filters") or ()):
+        sources.append(_filter_source(index, spec))
+    return sources
+
+
+def _filter_source(index: int, spec: Any) -> KeySource:
+    name = f"filters[{index}]"
+    if not isinstance(spec, Mapping):
+        raise _invalid(name, "each filter is an object with object, field and values")
+    object_name = spec.get("object")
+    obj = FILTER_OBJECTS.get(str(object_name))
+    if obj is None:
+        raise _invalid(name, f"object must be one of {sorted(FILTER_OBJECTS)}, got {object_name!r}")
+    field = spec.get("field")
+    if not isinstance(field, str) or not field.strip():
+        raise _invalid(name, "field must name a searchable field, e.g. externalCompanyId")
+    raw_values = spec.get("values")
+    if not isinstance(raw_values, Sequence) or isinstance(raw_values, str) or not raw_values:
+        raise _invalid(name, "values must be a non-empty list")
+    values = [_filter_value(v, name) for v in raw_values]
+    return KeySource(
+        name,
+        obj,
+        field.strip(),
+        f"{len(values)} values of {obj.label} field {field.strip()}",
+        partial(iter, values),
+    )
+
+
+def read_key_file(
+    path: Path, column_names: Sequence[str], parse: Callable[[str], KeyValue]
+) -> Iterator[KeyValue]:
+    """Keys from a file: one value a line, or a CSV with a header row naming the key column.
+
+    A one-column file may start with a header line (e.g. `leadId`). Blank lines and blank
+    cells are skipped. The file is read lazily, one line at a time.
+    """
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        first = handle.readline()
+        if not first:
+            return
+        delimiter = next((d for d in _DELIMITERS if d in first), None)
+        if delimiter is None:
+            lines: Iterable[str] = handle
+            if not _is_header(first.strip(), column_names, parse):
+                lines = itertools.chain([first], handle)
+            for line in lines:
+                text = line.strip()
+                if text:
+                    yield parse(text)
+            return
+        reader = csv.reader(itertools.chain([first], handle), delimiter=delimiter)
+        header = next(reader)
+        column = _key_column(header, column_names, path)
+        for row in reader:
+            if column < len(row):
+                text = row[column].strip()
+                if text:
+                    yield parse(text)
+
+
+def _normal(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in "_- ")
+
+
+def _is_header(text: str, column_names: Sequence[str], parse: Callable[[str], KeyValue]) -> bool:
+    if _normal(text) in column_names:
+        return True
+    try:
+        parse(text)
+    except ConfigValidationError:
+        return True  # not a valid key, so it must be the header of a one-column file
+    return False
+
+
+def _key_column(header: Sequence[str], column_names: Sequence[str], path: Path) -> int:
+    normalized = [_normal(h) for h in header]
+    for wanted in column_names:
+        if wanted in normalized:
+            return normalized.index(wanted)
+    if len(header) == 1:
+        return 0
+    raise ConfigValidationError(
+        f"{path}: no key column in the CSV header {list(header)}",
+        errors=[
+            f"{path}: name the key column one of {list(column_names)} "
+            "(case, '_' and '-' are ignored), or give a one-column file"
+        ],
+    )
+
+
+def _key_file(value: Any, setting: str, *, check: bool) -> Path:
+    path = Path(str(value)).expanduser()
+    if check and not path.is_file():
+        raise _invalid(setting, f"file {path} does not exist")
+    return path
+
+
+def _external_id(value: Any, where: str) -> str:
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    if not text:
+        raise _invalid(where, f"{value!r} is not an externalOpportunityId")
+    if "," in text:
+        raise _invalid(where, f"{text!r} contains a comma, which Marketo's filterValues cannot carry")
+    return text
+
+
+def _lead_id(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        raise _invalid(where, f"{value!r} is not a lead id")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise _invalid(where, f"{value!r} is not a lead id (a whole number)") from None
+    if number < 1:
+        raise _invalid(where, f"lead id {number} must be positive")
+    return number
+
+
+def _filter_value(value: Any, where: str) -> KeyValue:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _invalid(where, f"{value!r}: filter values are strings or integers")
+    if isinstance(value, str):
+        return _external_id(value, where)
+    return value
+
+
+def _range_values(start: int, end: int) -> Iterator[KeyValue]:
+    return iter(range(start, end + 1))
+
+
+def _range(value: Any) -> tuple[int, int]:
+    if not isinstance(value, Mapping):
+        raise _invalid("lead_id_range", 'expected {"start": 1, "end": 250000}')
+    start = _lead_id(value.get("start"), "lead_id_range.start")
+    end = _lead_id(value.get("end"), "lead_id_range.end")
+    if end < start:
+        raise _invalid("lead_id_range", f"end {end} is before start {start}")
+    return start, end
+
+
+def _invalid(setting: str, problem: str) -> ConfigValidationError:
+    message = f"{setting}: {problem}"
+    return ConfigValidationError(message, errors=[message])

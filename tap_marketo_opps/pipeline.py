@@ -1,0 +1,336 @@
+"""Fetching key batches concurrently and handing them out in order.
+
+Per key batch there are two steps:
+
+1. the *primary* query: the batch's keys against the source's field (all pages);
+2. the *follow-up* queries: the other object by `externalOpportunityId`, in chunks of 300,
+   for the opportunities this run has not fetched yet.
+
+Primary queries of up to `window` batches run ahead on a thread pool (through the one shared
+`MarketoClient`, whose limiter caps calls in flight). Between the two steps sits the
+de-duplication against the run's `SeenSet`; it runs on the coordinating thread in batch order,
+so which batch "owns" an opportunity does not depend on thread timing, and no id is ever
+queried twice. Results are yielded strictly in batch order and at most `window` batches are
+held, so memory does not grow with the number of keys.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from marketo_api import MarketoClient, MarketoObject, chunked
+
+from .keys import EXTERNAL_OPPORTUNITY_ID, KeyValue
+from .seen import SeenSet
+
+Record = dict[str, Any]
+
+_worker = threading.local()
+
+
+class BatchCancelled(Exception):
+    """Raised inside a worker's retry wait when its pipeline was abandoned."""
+
+
+def interruptible_sleep(seconds: float) -> None:
+    """The client's retry wait: returns early (raising) when the worker's pipeline is abandoned.
+
+    Given to `MarketoClient(sleep=...)`, so a run that stops (kill, quota, error) does not
+    wait for other batches' back-offs before the process can exit.
+    """
+    event: threading.Event | None = getattr(_worker, "cancelled", None)
+    if event is None:
+        time.sleep(seconds)
+    elif event.wait(seconds):
+        raise BatchCancelled("batch abandoned")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one key source queries, given which streams are selected."""
+
+    primary: MarketoObject
+    primary_field: str
+    primary_fields: tuple[str, ...]  # the `fields` asked for
+    emit_primary: bool
+    follow_up: MarketoObject | None  # fetched by externalOpportunityId; None: not needed
+    follow_up_fields: tuple[str, ...] = ()
+
+    @property
+    def dedupe(self) -> bool:
+        """Whether opportunities must be tracked in the seen-set.
+
+        Opportunities found directly are emitted once per run; opportunities referenced by
+        roles are fetched once per run. Roles-only runs need no tracking.
+        """
+        return self.primary is MarketoObject.OPPORTUNITY or self.follow_up is MarketoObject.OPPORTUNITY
+
+
+def make_plan(
+    obj: MarketoObject,
+    field_name: str,
+    *,
+    opportunity_fields: Sequence[str] | None,
+    role_fields: Sequence[str] | None,
+) -> Plan | None:
+    """The plan for keys on `obj.field_name`; `*_fields` is None when that stream is not selected.
+
+    Returns None when neither stream is selected.
+    """
+    opp = MarketoObject.OPPORTUNITY
+    role = MarketoObject.OPPORTUNITY_ROLE
+    minimal = (EXTERNAL_OPPORTUNITY_ID,)
+    if opportunity_fields is None and role_fields is None:
+        return None
+    if obj is opp:
+        if opportunity_fields is not None:
+            return Plan(
+                opp,
+                field_name,
+                _with_key(opportunity_fields),
+                emit_primary=True,
+                follow_up=role if role_fields is not None else None,
+                follow_up_fields=_with_key(role_fields or ()),
+            )
+        assert role_fields is not None
+        if field_name == EXTERNAL_OPPORTUNITY_ID:
+            # Roles only: roles can be matched on the opportunity ids directly.
+            return Plan(role, field_name, _with_key(role_fields), emit_primary=True, follow_up=None)
+        return Plan(
+            opp,
+            field_name,
+            minimal,
+            emit_primary=False,
+            follow_up=role,
+            follow_up_fields=_with_key(role_fields),
+        )
+    if role_fields is not None:
+        return Plan(
+            role,
+            field_name,
+            _with_key(role_fields),
+            emit_primary=True,
+            follow_up=opp if opportunity_fields is not None else None,
+            follow_up_fields=_with_key(opportunity_fields or ()),
+        )
+    assert opportunity_fields is not None
+    return Plan(
+        role,
+        field_name,
+        minimal,
+        emit_primary=False,
+        follow_up=opp,
+        follow_up_fields=_with_key(opportunity_fields),
+    )
+
+
+def _with_key(fields: Sequence[str]) -> tuple[str, ...]:
+    """The fields plus externalOpportunityId, which links the two objects."""
+    return tuple(fields) if EXTERNAL_OPPORTUNITY_ID in fields else (*fields, EXTERNAL_OPPORTUNITY_ID)
+
+
+@dataclass
+class QueryCount:
+    """Logical queries sent (retries are counted by the client, not here)."""
+
+    primary: int = 0  # one per key batch
+    follow_up: int = 0  # one per chunk of up to 300 new opportunity ids
+    extra_pages: int = 0  # pages after the first of any query
+
+    def add(self, other: QueryCount) -> None:
+        self.primary += other.primary
+        self.follow_up += other.follow_up
+        self.extra_pages += other.extra_pages
+
+    @property
+    def calls(self) -> int:
+        return self.primary + self.follow_up + self.extra_pages
+
+
+@dataclass
+class BatchResult:
+    """The records of one key batch, ready to be emitted."""
+
+    number: int  # 1-based within the source
+    key_count: int
+    opportunities: list[Record] = field(default_factory=list)
+    roles: list[Record] = field(default_factory=list)
+    queries: QueryCount = field(default_factory=QueryCount)
+
+    def records(self, obj: MarketoObject) -> list[Record]:
+        return self.opportunities if obj is MarketoObject.OPPORTUNITY else self.roles
+
+
+@dataclass
+class _Fetched:
+    records: list[Record]
+    pages: int
+
+
+@dataclass
+class _Work:
+    number: int
+    keys: list[KeyValue]
+    primary: Future[_Fetched]
+    follow_ups: list[Future[_Fetched]] | None = None  # None until de-duplicated
+    result: BatchResult | None = None
+
+    def futures(self) -> list[Future[_Fetched]]:
+        return [self.primary, *(self.follow_ups or ())]
+
+    def failed(self) -> bool:
+        return any(f.done() and f.exception() is not None for f in self.futures())
+
+
+class BatchPipeline:
+    """Runs a plan over numbered key batches; yields BatchResults in batch order."""
+
+    def __init__(
+        self,
+        client: MarketoClient,
+        plan: Plan,
+        seen: SeenSet,
+        *,
+        workers: int,
+        window: int,
+    ) -> None:
+        self._client = client
+        self._plan = plan
+        self._seen = seen
+        self._workers = workers
+        self._window = max(window, 1)
+        self._cancelled = threading.Event()
+
+    def run(self, batches: Iterable[tuple[int, list[KeyValue]]]) -> Iterator[BatchResult]:
+        pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="marketo-batch")
+        self._cancelled = threading.Event()
+        inflight: collections.deque[_Work] = collections.deque()
+        source = iter(batches)
+        exhausted = False
+
+        def fill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(inflight) < self._window:
+                if any(w.failed() for w in inflight):
+                    return  # an earlier batch failed: sending more calls would be wasted
+                try:
+                    number, keys = next(source)
+                except StopIteration:
+                    exhausted = True
+                    return
+                plan = self._plan
+                future = pool.submit(self._fetch, plan.primary, plan.primary_field, keys, plan.primary_fields)
+                inflight.append(_Work(number, keys, future))
+
+        try:
+            fill()
+            while inflight:
+                self._dedupe_ready(inflight, pool)
+                head = inflight[0]
+                if head.follow_ups is None and head.primary.done():
+                    head.primary.result()  # failed primary: raise its error in batch order
+                if head.follow_ups is not None and all(f.done() for f in head.follow_ups):
+                    inflight.popleft()
+                    result = self._finish(head)
+                    fill()  # keep the pool busy while the caller emits this batch
+                    yield result
+                    continue
+                waiting = [f for w in inflight for f in w.futures() if not f.done()]
+                wait(waiting, return_when=FIRST_COMPLETED)
+        finally:
+            self._cancelled.set()
+            for work in inflight:
+                for future in work.futures():
+                    future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _dedupe_ready(self, inflight: Iterable[_Work], pool: ThreadPoolExecutor) -> None:
+        """In batch order: for each batch whose primary is done, pick the new opportunities."""
+        plan = self._plan
+        for work in inflight:
+            if work.follow_ups is not None:
+                continue
+            if not work.primary.done() or work.primary.exception() is not None:
+                return  # order matters: later batches wait for this one
+            fetched = work.primary.result()
+            result = BatchResult(number=work.number, key_count=len(work.keys))
+            result.queries.primary = 1
+            result.queries.extra_pages = max(fetched.pages - 1, 0)
+            follow_ids: list[str] = []
+            if plan.primary is MarketoObject.OPPORTUNITY:
+                new = self._new_opportunities(fetched.records)
+                if plan.emit_primary:
+                    result.opportunities = new
+                if plan.follow_up is not None:
+                    follow_ids = [
+                        str(r[EXTERNAL_OPPORTUNITY_ID]) for r in new if r.get(EXTERNAL_OPPORTUNITY_ID)
+                    ]
+            else:
+                if plan.emit_primary:
+                    result.roles = fetched.records
+                if plan.follow_up is not None:
+                    referenced = dict.fromkeys(
+                        str(r[EXTERNAL_OPPORTUNITY_ID])
+                        for r in fetched.records
+                        if r.get(EXTERNAL_OPPORTUNITY_ID)
+                    )
+                    follow_ids = self._seen.add_new(referenced)
+            work.result = result
+            work.follow_ups = []
+            if plan.follow_up is not None:
+                for chunk in chunked(follow_ids):
+                    work.follow_ups.append(
+                        pool.submit(
+                            self._fetch, plan.follow_up, EXTERNAL_OPPORTUNITY_ID, chunk, plan.follow_up_fields
+                        )
+                    )
+
+    def _new_opportunities(self, records: list[Record]) -> list[Record]:
+        """The records of opportunities not fetched before in this run (one per id)."""
+        keys = dict.fromkeys(
+            str(r[EXTERNAL_OPPORTUNITY_ID]) for r in records if r.get(EXTERNAL_OPPORTUNITY_ID)
+        )
+        new = set(self._seen.add_new(keys))
+        out: list[Record] = []
+        for record in records:
+            key = record.get(EXTERNAL_OPPORTUNITY_ID)
+            if not key:
+                out.append(record)  # cannot be told apart; Marketo always sets the dedupe field
+            elif str(key) in new:
+                new.discard(str(key))
+                out.append(record)
+        return out
+
+    def _finish(self, work: _Work) -> BatchResult:
+        result = work.result
+        assert result is not None
+        assert work.follow_ups is not None
+        for future in work.follow_ups:
+            fetched = future.result()  # raises the follow-up's error, in batch order
+            result.queries.follow_up += 1
+            result.queries.extra_pages += max(fetched.pages - 1, 0)
+            if self._plan.follow_up is MarketoObject.OPPORTUNITY:
+                result.opportunities.extend(fetched.records)
+            else:
+                result.roles.extend(fetched.records)
+        return result
+
+    def _fetch(
+        self, obj: MarketoObject, filter_type: str, values: Sequence[KeyValue], fields: Sequence[str]
+    ) -> _Fetched:
+        records: list[Record] = []
+        pages = 0
+        _worker.cancelled = self._cancelled
+        try:
+            for page in self._client.query(obj, filter_type, values, fields=fields):
+                records.extend(page)
+                pages += 1
+        finally:
+            _worker.cancelled = None
+        return _Fetched(records, pages)

@@ -1,0 +1,187 @@
+"""Stream schemas and value coercion.
+
+Record schemas come from Marketo's describe endpoints through `marketo_api.json_schema_for`
+(the project's one dataType mapping). At sync time the catalog's schema is the source of
+truth, so coercion is derived back from each property's JSON type and format: every dataType
+that maps to the same JSON type is read the same way by `marketo_api.datatypes.from_api`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from singer_sdk import typing as th
+
+from marketo_api import FieldDescription, ObjectDescription, ValueTypeError, json_schema_for
+from marketo_api.datatypes import from_api
+
+logger = logging.getLogger("tap_marketo_opps")
+
+REPLICATION_KEY = "updatedAt"
+
+
+def record_schema(description: ObjectDescription) -> dict[str, Any]:
+    """JSON Schema of the object's records: every described field, typed by dataType."""
+    return json_schema_for(description)
+
+
+def replication_key_for(schema: Mapping[str, Any]) -> str | None:
+    """`updatedAt` when the object has it as a datetime; else None (FULL_TABLE)."""
+    prop = schema.get("properties", {}).get(REPLICATION_KEY)
+    if prop and prop.get("format") == "date-time":
+        return REPLICATION_KEY
+    return None
+
+
+def coercion_field(name: str, prop: Mapping[str, Any]) -> FieldDescription:
+    """A FieldDescription whose dataType reads values as the property's JSON type."""
+    types = prop.get("type", "string")
+    types = [types] if isinstance(types, str) else list(types)
+    fmt = prop.get("format")
+    if "integer" in types:
+        data_type = "integer"
+    elif "number" in types:
+        data_type = "float"  # float and currency are both read as exact Decimals
+    elif "boolean" in types:
+        data_type = "boolean"
+    elif fmt == "date-time":
+        data_type = "datetime"
+    elif fmt == "date":
+        data_type = "date"
+    else:
+        data_type = "string"
+    length = prop.get("maxLength")
+    return FieldDescription(
+        name=name,
+        display_name=name,
+        data_type=data_type,
+        length=int(length) if isinstance(length, int) else None,
+        updateable=False,
+    )
+
+
+class RecordCoercer:
+    """Turns API records into typed records with exactly the requested fields."""
+
+    def __init__(self, stream_name: str, schema: Mapping[str, Any]) -> None:
+        self._stream = stream_name
+        self._fields = {
+            name: coercion_field(name, prop) for name, prop in schema.get("properties", {}).items()
+        }
+        self._bad_values: dict[str, int] = {}
+
+    def coerce(self, raw: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+        """The record with every field in `fields`; a field the API did not return is null."""
+        record: dict[str, Any] = {}
+        for name in fields:
+            value = raw.get(name)
+            spec = self._fields.get(name)
+            if spec is None or value is None:
+                record[name] = value
+                continue
+            try:
+                record[name] = from_api(spec, value)
+            except ValueTypeError as exc:
+                count = self._bad_values.get(name, 0) + 1
+                self._bad_values[name] = count
+                if count <= 3:
+                    logger.warning(
+                        "%s: %s; emitted as null (record %s)",
+                        self._stream,
+                        exc,
+                        raw.get("marketoGUID") or raw.get("externalOpportunityId"),
+                    )
+                record[name] = None
+        return record
+
+    @property
+    def bad_values(self) -> dict[str, int]:
+        return dict(self._bad_values)
+
+
+def _opt(name: str, wrapped: Any, description: str) -> th.Property:
+    return th.Property(name, wrapped, description=description)
+
+
+_FIELD_COMMON = (
+    th.Property("name", th.StringType(nullable=False), required=True, description="API name of the field."),
+    _opt("displayName", th.StringType, "Display name."),
+    _opt("dataType", th.StringType, "Marketo dataType (string, integer, currency, datetime, ...)."),
+    _opt("length", th.IntegerType, "Maximum length, for string-like fields."),
+    _opt("updateable", th.BooleanType, "Describe: the field can be written through the API."),
+    _opt("isIdField", th.BooleanType, "Describe: the field is the object's idField (marketoGUID)."),
+    _opt("isDedupeField", th.BooleanType, "Describe: the field is (part of) the dedupe key."),
+    _opt("isSearchable", th.BooleanType, "Describe: the field can be used alone as a query filterType."),
+)
+
+OPPORTUNITY_FIELDS_SCHEMA: dict[str, Any] = th.PropertiesList(
+    *_FIELD_COMMON,
+    _opt("description", th.StringType, "Schema API: description."),
+    _opt("isHidden", th.BooleanType, "Schema API: hidden in the Marketo UI."),
+    _opt("isHtmlEncodingInEmail", th.BooleanType, "Schema API: HTML-encoded in emails."),
+    _opt("isSensitive", th.BooleanType, "Schema API: sensitive field."),
+    _opt("isCustom", th.BooleanType, "Schema API: custom field."),
+    _opt("isApiCreated", th.BooleanType, "Schema API: created through the API."),
+    _opt("inDescribe", th.BooleanType, "The describe endpoint lists the field."),
+    _opt("inSchemaApi", th.BooleanType, "The schema/fields endpoint lists the field."),
+).to_dict()
+
+ROLE_FIELDS_SCHEMA: dict[str, Any] = th.PropertiesList(*_FIELD_COMMON).to_dict()
+
+KEY_BATCHES_SCHEMA: dict[str, Any] = th.PropertiesList(
+    th.Property("source", th.StringType(nullable=False), required=True),
+    th.Property("batch", th.IntegerType(nullable=False), required=True),
+    th.Property("keys", th.IntegerType),
+).to_dict()
+
+_SCHEMA_API_KEYS = (
+    "description",
+    "isHidden",
+    "isHtmlEncodingInEmail",
+    "isSensitive",
+    "isCustom",
+    "isApiCreated",
+)
+
+
+def field_record(
+    description: ObjectDescription,
+    name: str,
+    schema_api: Mapping[str, Any] | None,
+    *,
+    with_schema_api: bool,
+) -> dict[str, Any]:
+    """One field's metadata: the schema/fields entry (if any) merged with the describe flags."""
+    described: FieldDescription | None
+    try:
+        described = description.field(name)
+    except KeyError:
+        described = None
+    record: dict[str, Any] = {
+        "name": name,
+        "displayName": (schema_api or {}).get("displayName")
+        or (described.display_name if described else None),
+        "dataType": (schema_api or {}).get("dataType") or (described.data_type if described else None),
+        "length": _int_or_none((schema_api or {}).get("length"))
+        if schema_api and schema_api.get("length") is not None
+        else (described.length if described else None),
+        "updateable": described.updateable if described else None,
+        "isIdField": name == description.id_field,
+        "isDedupeField": name in description.dedupe_fields,
+        "isSearchable": name in description.single_searchable_fields,
+    }
+    if with_schema_api:
+        for key in _SCHEMA_API_KEYS:
+            record[key] = (schema_api or {}).get(key)
+        record["inDescribe"] = described is not None
+        record["inSchemaApi"] = schema_api is not None
+    return record
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,306 @@
+"""TapMarketoOpps: Adobe Marketo Engage Opportunities and Opportunity Roles as Singer streams."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from functools import cached_property
+from typing import Any
+
+from singer_sdk import Stream, Tap
+from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.singerlib import Catalog
+
+from marketo_api import (
+    SETTINGS_JSON_SCHEMA,
+    MarketoClient,
+    MarketoObject,
+    MarketoSettings,
+    ObjectDescription,
+    SettingsError,
+)
+
+from .keys import key_sources
+from .pipeline import interruptible_sleep
+from .schemas import record_schema, replication_key_for
+from .streams import (
+    KEY_BATCHES,
+    OPPORTUNITIES,
+    OPPORTUNITY_ROLES,
+    KeyBatchesStream,
+    MarketoRecordStream,
+    OpportunityFieldsStream,
+    OpportunityRoleFieldsStream,
+    SyncRun,
+)
+
+_RECORD_STREAMS = {
+    OPPORTUNITIES: MarketoObject.OPPORTUNITY,
+    OPPORTUNITY_ROLES: MarketoObject.OPPORTUNITY_ROLE,
+}
+
+
+def _setting(json_type: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": json_type, "title": title, "description": description, **extra}
+
+
+_KEY_FILE_HELP = (
+    "One value a line, or a CSV file with a header row whose key column is named {column} "
+    "(a one-column file may start with such a header line). Read line by line, so a file of "
+    "millions of values works with constant memory."
+)
+
+TAP_SETTINGS: dict[str, Any] = {
+    "rate_window_seconds": _setting(
+        ["number", "null"],
+        "Rate window in seconds (advanced/testing)",
+        "Length of the window max_calls_per_20s applies to. Marketo's window is 20 s; change it "
+        "only to match a test sandbox with a shorter window.",
+        exclusiveMinimum=0,
+    ),
+    "max_retry_seconds": _setting(
+        ["number", "null"],
+        "Max retry time in seconds (advanced/testing)",
+        "Total time one call may spend retrying transient errors (606, 615, 604, 5xx, timeouts) "
+        "before the run fails. Default 300.",
+        exclusiveMinimum=0,
+    ),
+    "start_date": _setting(
+        ["string", "null"],
+        "Start date",
+        "Emit only records whose updatedAt is at or after this time (ISO 8601). Marketo has no "
+        "updatedAt filter, so every key is still queried; older records are dropped by the tap. "
+        "Later runs use the saved updatedAt bookmark when it is newer.",
+        format="date-time",
+    ),
+    "external_opportunity_ids": _setting(
+        ["array", "null"],
+        "External opportunity IDs",
+        "Read these opportunities (by externalOpportunityId) and their roles.",
+        items={"type": "string"},
+    ),
+    "external_opportunity_ids_file": _setting(
+        ["string", "null"],
+        "External opportunity IDs file",
+        "Path of a file of externalOpportunityIds; like external_opportunity_ids. "
+        + _KEY_FILE_HELP.format(column="externalOpportunityId"),
+    ),
+    "lead_ids": _setting(
+        ["array", "null"],
+        "Lead IDs",
+        "Read the roles of these leads (by leadId, 300 leads a query) and every opportunity they "
+        "name (each fetched once per run).",
+        items={"type": "integer"},
+    ),
+    "lead_ids_file": _setting(
+        ["string", "null"],
+        "Lead IDs file",
+        "Path of a file of lead ids; like lead_ids. " + _KEY_FILE_HELP.format(column="leadId"),
+    ),
+    "lead_id_range": _setting(
+        ["object", "null"],
+        "Lead ID range",
+        'Like lead_ids, for every id from start to end inclusive, e.g. {"start": 1, "end": 250000}.',
+        properties={
+            "start": {"type": "integer", "title": "First lead ID", "description": "First lead id."},
+            "end": {"type": "integer", "title": "Last lead ID", "description": "Last lead id (inclusive)."},
+        },
+        required=["start", "end"],
+    ),
+    "filters": _setting(
+        ["array", "null"],
+        "Filters",
+        "More key sources on other searchable fields: a list of {object, field, values}, where "
+        "object is opportunity or opportunity_role and field a searchable field of it (e.g. "
+        "externalCompanyId, externalSalesPersonId or a searchable custom field). Matching "
+        "opportunities come with their roles; matching roles with their opportunities.",
+        items={
+            "type": "object",
+            "properties": {
+                "object": {
+                    "type": "string",
+                    "enum": ["opportunity", "opportunity_role"],
+                    "title": "Object",
+                    "description": "opportunity or opportunity_role.",
+                },
+                "field": {
+                    "type": "string",
+                    "title": "Field",
+                    "description": "A searchable field of the object (its describe's searchableFields).",
+                },
+                "values": {
+                    "type": "array",
+                    "items": {"type": ["string", "integer"]},
+                    "minItems": 1,
+                    "title": "Values",
+                    "description": "Exact values to match.",
+                },
+            },
+            "required": ["object", "field", "values"],
+        },
+    ),
+    "progress_log_batches": _setting(
+        "integer",
+        "Progress log interval (batches)",
+        "Log progress (batches done, records, calls, calls per minute, time left) every this "
+        "many key batches.",
+        default=10,
+        minimum=1,
+    ),
+}
+
+
+def _config_jsonschema() -> dict[str, Any]:
+    schema = copy.deepcopy(SETTINGS_JSON_SCHEMA)
+    schema["properties"].update(copy.deepcopy(TAP_SETTINGS))
+    return schema
+
+
+class TapMarketoOpps(Tap):
+    """Singer tap for Adobe Marketo Engage Opportunities, Opportunity Roles and their fields."""
+
+    name = "tap-marketo-opps"
+    package_name = "marketo-opps"
+    dynamic_catalog = True  # discovery calls describe, so --discover needs valid credentials
+    config_jsonschema = _config_jsonschema()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._describe_lock = threading.Lock()
+        self._descriptions: dict[MarketoObject, ObjectDescription] = {}
+        self._field_pages = 0
+        self.sync_run = SyncRun()
+        super().__init__(*args, **kwargs)
+        if kwargs.get("validate_config", True):
+            try:
+                MarketoSettings.from_config(self.config)
+                key_sources(self.config, check_files=False)
+            except SettingsError as exc:
+                raise ConfigValidationError(str(exc), errors=[str(exc)]) from exc
+
+    # ---- shared Marketo access ----------------------------------------------------------------
+
+    @cached_property
+    def marketo(self) -> MarketoClient:
+        """The one client of this run, shared by every stream and worker thread."""
+        return MarketoClient(MarketoSettings.from_config(self.config), sleep=interruptible_sleep)
+
+    def describe(self, obj: MarketoObject) -> ObjectDescription:
+        """Describe `obj` at most once per run."""
+        with self._describe_lock:
+            if obj not in self._descriptions:
+                description = self.marketo.describe(obj)
+                self.logger.info(
+                    "Described %s: %d fields, idField %s, searchable %s",
+                    obj.label,
+                    len(description.fields),
+                    description.id_field,
+                    ", ".join("+".join(group) for group in description.searchable_fields),
+                )
+                self._descriptions[obj] = description
+            return self._descriptions[obj]
+
+    def count_field_pages(self, pages: int) -> None:
+        self._field_pages += pages
+
+    # ---- discovery ----------------------------------------------------------------------------
+
+    def discover_streams(self) -> list[Stream]:
+        streams: list[Stream] = [KeyBatchesStream(self)]
+        if self.input_catalog is not None:
+            streams += self._record_streams_from_catalog(self.input_catalog)
+        else:
+            for name, obj in _RECORD_STREAMS.items():
+                description = self.describe(obj)
+                schema = record_schema(description)
+                streams.append(
+                    MarketoRecordStream(
+                        self,
+                        name=name,
+                        obj=obj,
+                        schema=schema,
+                        key_properties=[description.id_field],
+                        replication_key=replication_key_for(schema),
+                    )
+                )
+        streams += [OpportunityFieldsStream(self), OpportunityRoleFieldsStream(self)]
+        return streams
+
+    def _record_streams_from_catalog(self, catalog: Catalog) -> list[Stream]:
+        """Record streams from the catalog's schemas: a sync given a catalog calls no describe."""
+        streams: list[Stream] = []
+        for name, obj in _RECORD_STREAMS.items():
+            entry = catalog.get_stream(name)
+            if entry is None:
+                continue
+            schema = entry.schema.to_dict()
+            streams.append(
+                MarketoRecordStream(
+                    self,
+                    name=name,
+                    obj=obj,
+                    schema=schema,
+                    key_properties=list(entry.key_properties or ["marketoGUID"]),
+                    replication_key=entry.replication_key or replication_key_for(schema),
+                )
+            )
+        return streams
+
+    @property
+    def catalog_dict(self) -> dict:
+        """The discovered catalog, without the internal key_batches stream."""
+        catalog = super().catalog_dict
+        catalog["streams"] = [s for s in catalog.get("streams", []) if s.get("tap_stream_id") != KEY_BATCHES]
+        return catalog
+
+    # ---- reporting ----------------------------------------------------------------------------
+
+    @property
+    def call_figures(self) -> dict[str, int]:
+        """Calls made and the minimum this run needed, by kind (see log_call_summary)."""
+        calls = 0
+        describes = 0
+        retries = 0
+        if "marketo" in self.__dict__:  # else no client was created: nothing was called
+            stats = self.marketo.stats.snapshot()
+            calls = int(stats["calls"])
+            describes = sum(
+                n for label, n in stats["calls_by_endpoint"].items() if label.startswith("describe")
+            )
+            retries = sum(stats["retries_by_code"].values())
+        queries = self.sync_run.queries
+        return {
+            "calls": calls,
+            "retries": retries,
+            "key_batch_queries": queries.primary,
+            "follow_up_queries": queries.follow_up,
+            "extra_pages": queries.extra_pages,
+            "describes": describes,
+            "field_pages": self._field_pages,
+            "minimum": queries.calls + describes + self._field_pages,
+            "keys": self.sync_run.keys,
+        }
+
+    def log_call_summary(self) -> None:
+        """Log calls made against the minimum this run needed."""
+        figures = self.call_figures
+        run = self.sync_run
+        self.logger.info(
+            "Marketo calls: %s made, of which %s retries; minimum for this run %s = %s key-batch queries "
+            "(ceil(keys / 300) per source, %s keys) + %s follow-up queries + %s extra pages + %s describes "
+            "+ %s field-list pages. Records emitted: %s; older than the bookmark/start_date, not emitted: %s",
+            f"{figures['calls']:,}",
+            f"{figures['retries']:,}",
+            f"{figures['minimum']:,}",
+            f"{figures['key_batch_queries']:,}",
+            f"{figures['keys']:,}",
+            f"{figures['follow_up_queries']:,}",
+            f"{figures['extra_pages']:,}",
+            figures["describes"],
+            figures["field_pages"],
+            _counts(run.emitted),
+            _counts(run.filtered),
+        )
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count:,}" for name, count in sorted(counter.items())) or "none"

@@ -1,0 +1,355 @@
+"""From a Singer record to a Marketo payload: describe-driven hygiene, key checks, serialization.
+
+Everything here runs in the main thread, once per record, before anything is sent. A record
+either becomes an `Item` ready for a sync or delete call, or an `Item` carrying the reason it
+is rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from marketo_api import FieldDescription, MarketoObject, ObjectDescription, Reason, ValueTypeError
+from marketo_api.datatypes import STRING_TYPES, to_api
+
+SYNC = "sync"
+DELETE = "delete"
+DELETE_ACTION = "delete"
+
+# Reason codes of records the target rejects (Marketo's own codes are numeric strings).
+INVALID_RECORD = "invalid_record"  # fails the stream's JSON schema
+MISSING_KEY = "missing_key"  # lacks the key fields the action needs
+NAME_REQUIRED = "name_required"  # opportunity name null, or missing on createOnly
+TOO_LONG = "too_long"  # string longer than the field's length in describe
+INVALID_VALUE = "invalid_value"  # value cannot be written as the field's dataType
+TOO_LARGE = "too_large"  # the record alone exceeds the request body limit
+
+TARGET_REASON_LABELS = {
+    INVALID_RECORD: "does not match the stream's schema",
+    MISSING_KEY: "missing key fields",
+    NAME_REQUIRED: "opportunity name missing",
+    TOO_LONG: "value longer than the field allows",
+    INVALID_VALUE: "value of the wrong type",
+    TOO_LARGE: "record over the request size limit",
+}
+
+# dataTypes Marketo gives a `length` that limits the value (as `json_schema_for_field` does).
+#: (object path, "dedupe" | "id", value): two records with a common key address one Marketo record.
+ConflictKey = tuple[str, str, Any]
+
+_LENGTH_LIMITED = frozenset({"string", "email", "phone", "url", "reference"})
+_SEPARATORS = (",", ":")
+# A writable field: its description, whether `to_api` passes its strings through unchanged, and
+# its maximum length.
+_FieldPlan = tuple[FieldDescription, bool, int | None]
+
+
+@dataclass
+class Item:
+    """One input record on its way to Marketo, or rejected before sending."""
+
+    seq: int  # 1-based position among the run's records (all streams)
+    stream: str
+    obj: MarketoObject
+    op: str  # SYNC | DELETE
+    action: str  # createOrUpdate | createOnly | updateOnly | delete
+    by: str  # dedupeFields | idField (dedupeBy / deleteBy)
+    key: dict[str, Any]  # key fields as given, for results and logs
+    payload: dict[str, Any] = field(default_factory=dict)
+    size: int = 0  # bytes of the serialized payload
+    conflict_keys: tuple[ConflictKey, ...] = ()
+    rejection: Reason | None = None
+    attempts: int = 0
+    sent_epoch: int = -1  # opportunity writes applied when this item was last sent
+    last_outcome: Outcome | None = None
+
+    @property
+    def opportunity_id(self) -> str | None:
+        value = self.payload.get("externalOpportunityId", self.key.get("externalOpportunityId"))
+        return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one record: created, updated, deleted, skipped, rejected or a would_* guess."""
+
+    status: str
+    marketo_guid: str | None = None
+    reasons: tuple[Reason, ...] = ()
+    note: str | None = None
+
+    def has_reason(self, code: str) -> bool:
+        return any(r.code == code for r in self.reasons)
+
+
+def dumps(value: Any) -> str:
+    """Serialized exactly as the Marketo client sends it (compact, ASCII-escaped)."""
+    return json.dumps(value, separators=_SEPARATORS, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def sync_envelope_bytes(action: str, dedupe_by: str) -> int:
+    """Bytes of a sync body around its records: `{"action":..,"dedupeBy":..,"input":[]}`."""
+    return len(dumps({"action": action, "dedupeBy": dedupe_by, "input": []}))
+
+
+def delete_envelope_bytes(delete_by: str) -> int:
+    return len(dumps({"deleteBy": delete_by, "input": []}))
+
+
+def conflict_keys(
+    obj: MarketoObject, description: ObjectDescription, values: Mapping[str, Any]
+) -> tuple[ConflictKey, ...]:
+    """Keys under which two records may address the same Marketo record (dedupe key first)."""
+    keys: list[ConflictKey] = []
+    dedupe = tuple(values.get(name) for name in description.dedupe_fields)
+    if all(v is not None and v != "" for v in dedupe):
+        keys.append((obj.value, "dedupe", dedupe))
+    guid = values.get(description.id_field)
+    if isinstance(guid, str) and guid:
+        keys.append((obj.value, "id", guid))
+    return tuple(keys)
+
+
+class PayloadBuilder:
+    """Builds payloads for one Marketo object from its describe (fetched once per run).
+
+    * fields unknown to describe, or not updateable, are dropped with one warning per field;
+      key fields stay (dedupe fields, and the idField with `dedupe_by: idField`);
+    * values go through `marketo_api.datatypes.to_api` (exact decimals, ISO dates, datetimes
+      with an offset); a value that cannot be converted rejects the record, naming the field;
+    * strings longer than the field's `length` reject the record;
+    * records missing the key fields the action needs, or (opportunities) with a null name, or
+      no name at all for createOnly, are rejected.
+    """
+
+    def __init__(
+        self,
+        obj: MarketoObject,
+        description: ObjectDescription,
+        *,
+        action: str,
+        dedupe_by: str,
+        max_body_bytes: int,
+        logger: logging.Logger,
+    ) -> None:
+        self.obj = obj
+        self.description = description
+        self.action = action
+        self.dedupe_by = dedupe_by
+        self.max_body_bytes = max_body_bytes
+        self.logger = logger
+        self.fields: dict[str, FieldDescription] = {f.name: f for f in description.fields}
+        self.dedupe_fields = tuple(description.dedupe_fields)
+        self.id_field = description.id_field
+        self.sync_keys = (self.id_field,) if dedupe_by == "idField" else self.dedupe_fields
+        self._sync_overhead = sync_envelope_bytes(action, dedupe_by)
+        self._delete_overhead = {by: delete_envelope_bytes(by) for by in ("dedupeFields", "idField")}
+        self._has_name = obj is MarketoObject.OPPORTUNITY and "name" in self.fields
+        self._warned: set[tuple[str, str]] = set()
+        self._plans: dict[str, _FieldPlan | None] = {}
+
+    # ---- public -----------------------------------------------------------------------
+
+    def build(
+        self,
+        seq: int,
+        stream: str,
+        record: Mapping[str, Any],
+        *,
+        deleted: bool,
+        schema_error: str | None = None,
+    ) -> Item:
+        key = self._key(record)
+        if deleted:
+            item = Item(seq, stream, self.obj, DELETE, DELETE_ACTION, "dedupeFields", key)
+        else:
+            item = Item(seq, stream, self.obj, SYNC, self.action, self.dedupe_by, key)
+        if schema_error is not None:
+            return self._reject(item, INVALID_RECORD, schema_error)
+        if deleted:
+            return self._build_delete(item, record)
+        return self._build_sync(item, record)
+
+    def body_overhead(self, item: Item) -> int:
+        if item.op == SYNC:
+            return self._sync_overhead
+        return self._delete_overhead[item.by]
+
+    # ---- sync ---------------------------------------------------------------------------
+
+    def _build_sync(self, item: Item, record: Mapping[str, Any]) -> Item:
+        payload: dict[str, Any] = {}
+        plans = self._plans
+        for name, value in record.items():
+            if name in plans:
+                plan = plans[name]
+            else:
+                plan = plans[name] = self._plan(name)
+            if plan is None:
+                continue
+            fdesc, plain_string, limit = plan
+            if value is None:
+                payload[name] = None
+                continue
+            if plain_string and type(value) is str:
+                converted: Any = value  # `to_api` returns strings of string types unchanged
+            else:
+                converted = self._convert(item, fdesc, value)
+                if item.rejection is not None:
+                    return item
+            if limit is not None and isinstance(converted, str) and len(converted) > limit:
+                return self._reject(
+                    item,
+                    TOO_LONG,
+                    f"field '{name}' is {len(converted)} characters long; Marketo allows {limit}",
+                )
+            payload[name] = converted
+        missing = [name for name in self.sync_keys if _blank(payload.get(name))]
+        if missing:
+            return self._reject(item, MISSING_KEY, self._missing_message(missing, record))
+        if self._has_name:
+            if "name" in payload and _blank(payload["name"]):
+                return self._reject(item, NAME_REQUIRED, "field 'name' is null; Marketo requires a name")
+            if "name" not in payload and self.action == "createOnly":
+                return self._reject(
+                    item, NAME_REQUIRED, "field 'name' is missing; Marketo requires a name to create"
+                )
+        return self._finish(item, payload)
+
+    # ---- delete -------------------------------------------------------------------------
+
+    def _build_delete(self, item: Item, record: Mapping[str, Any]) -> Item:
+        if all(not _blank(record.get(name)) for name in self.dedupe_fields):
+            names: tuple[str, ...] = self.dedupe_fields
+            item.by = "dedupeFields"
+        elif not _blank(record.get(self.id_field)):
+            names = (self.id_field,)
+            item.by = "idField"
+        else:
+            return self._reject(
+                item,
+                MISSING_KEY,
+                f"a delete needs {' + '.join(self.dedupe_fields)} or {self.id_field}; "
+                + self._missing_message(
+                    [n for n in self.dedupe_fields if _blank(record.get(n))], record, plain=True
+                ),
+            )
+        payload: dict[str, Any] = {}
+        for name in names:
+            payload[name] = self._convert(item, self.fields[name], record[name])
+            if item.rejection is not None:
+                return item
+        return self._finish(item, payload)
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _finish(self, item: Item, payload: dict[str, Any]) -> Item:
+        item.payload = payload
+        item.size = len(dumps(payload))
+        item.conflict_keys = conflict_keys(self.obj, self.description, payload)
+        limit = self.max_body_bytes - self.body_overhead(item)
+        if item.size > limit:
+            return self._reject(
+                item,
+                TOO_LARGE,
+                f"the record alone serializes to {item.size} bytes; one request may carry at most "
+                f"{self.max_body_bytes} bytes",
+            )
+        return item
+
+    def _plan(self, name: str) -> _FieldPlan | None:
+        """How a record field is written (None: dropped); decided once per field and run."""
+        if name.startswith("_sdc_"):
+            return None
+        fdesc = self.fields.get(name)
+        if fdesc is None:
+            self._warn_once(
+                name,
+                "unknown",
+                f"Field {name!r} is not a field of Marketo's {self.obj.label} (describe); "
+                "it is dropped from every record",
+            )
+            return None
+        if not fdesc.updateable and name not in self.sync_keys:
+            self._warn_once(
+                name,
+                "readonly",
+                f"Field {name!r} is not updateable in Marketo's {self.obj.label}; it is dropped "
+                "from every record (key fields are kept)",
+            )
+            return None
+        return fdesc, fdesc.data_type in STRING_TYPES, _length_limit(fdesc)
+
+    def _convert(self, item: Item, fdesc: FieldDescription, value: Any) -> Any:
+        try:
+            converted = to_api(fdesc, value)
+        except ValueTypeError as exc:
+            self._reject(item, INVALID_VALUE, f"field '{fdesc.name}' ({fdesc.data_type}): {exc}")
+            return None
+        limit = _length_limit(fdesc)
+        if limit is not None and isinstance(converted, str) and len(converted) > limit:
+            self._reject(
+                item,
+                TOO_LONG,
+                f"field '{fdesc.name}' is {len(converted)} characters long; Marketo allows {limit}",
+            )
+            return None
+        return converted
+
+    def _key(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        key: dict[str, Any] = {}
+        for name in self.dedupe_fields:
+            key[name] = _plain(record.get(name))
+        if not _blank(record.get(self.id_field)) or self.dedupe_by == "idField":
+            key[self.id_field] = _plain(record.get(self.id_field))
+        return key
+
+    def _missing_message(self, missing: list[str], record: Mapping[str, Any], *, plain: bool = False) -> str:
+        parts = [f"'{n}' is {'null' if n in record else 'missing'}" for n in missing]
+        text = ", ".join(parts) if parts else "no key field is set"
+        if plain:
+            return text
+        needed = " + ".join(self.sync_keys)
+        return f"{self.action} with dedupeBy {self.dedupe_by} needs {needed}: {text}"
+
+    def _reject(self, item: Item, code: str, message: str) -> Item:
+        item.rejection = Reason(code=code, message=message)
+        return item
+
+    def _warn_once(self, name: str, kind: str, message: str) -> None:
+        if (name, kind) in self._warned:
+            return
+        self._warned.add((name, kind))
+        self.logger.warning("%s", message)
+
+
+def _length_limit(fdesc: FieldDescription) -> int | None:
+    return fdesc.length if fdesc.data_type in _LENGTH_LIMITED else None
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy of a key value for the results file."""
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else format(value, "f")
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    return str(value)

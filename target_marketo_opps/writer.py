@@ -1,0 +1,618 @@
+"""Batching, ordering and sending: one coordinator per run, shared by every sink.
+
+Rules (README, "How records are written"):
+
+* Batches hold one object, one operation (sync or delete) and one dedupe mode, at most
+  `batch_size_rows` records and at most `max_body_bytes` of serialized body.
+* Per key, records are written in input order: a batch is cut when a record's key is already
+  in it, and a batch waits for any in-flight batch sharing a key before it is sent.
+* Before any roles batch is sent, every pending opportunity is sent and its answer received.
+* A role Marketo skips with 1004 (its opportunity or lead is missing) is held when its
+  opportunity may still be written by this run, and sent once more after that happened (at
+  the latest at the end of input); later records for the same role wait behind it.
+* Up to `max_concurrent_requests` batches are in flight; every call goes through the shared
+  `MarketoClient` and its process-wide limiter.
+* Every record ends in exactly one outcome; `low_watermark()` tells the target which records
+  all have one, so STATE never runs ahead of them.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import datetime as dt
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from marketo_api import (
+    TRANSIENT_REASON_CODES,
+    CrmSyncEnabledError,
+    MarketoClient,
+    MarketoError,
+    MarketoObject,
+    ObjectDescription,
+    Reason,
+    RecordResult,
+)
+
+from .records import (
+    DELETE,
+    SYNC,
+    ConflictKey,
+    Item,
+    Outcome,
+    delete_envelope_bytes,
+    sync_envelope_bytes,
+)
+from .results import ResultsLog
+
+OPP = MarketoObject.OPPORTUNITY
+ROLE = MarketoObject.OPPORTUNITY_ROLE
+
+CRM_MESSAGE = (
+    "Stopping: this Marketo instance has native CRM sync (Salesforce or Microsoft Dynamics) enabled, "
+    "and CRM sync makes Opportunities and Opportunity Roles read-only in Marketo (Marketo answered "
+    "1018 'CRM Enabled'). No record was written; write these objects in the CRM instead."
+)
+# A record created by a call whose first attempt's answer was lost carries a createdAt at or
+# after the moment that attempt left, give or take this much clock difference.
+UNCERTAIN_CREATE_TOLERANCE_SECONDS = 5.0
+
+BatchKey = tuple[MarketoObject, str, str, str]  # object, op, action, by
+
+
+class Batch:
+    """Records for one call, with the keys they touch and their serialized size."""
+
+    def __init__(self, key: BatchKey, *, max_rows: int, max_bytes: int) -> None:
+        self.key = key
+        self.obj, self.op, self.action, self.by = key
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.overhead = (
+            sync_envelope_bytes(self.action, self.by) if self.op == SYNC else delete_envelope_bytes(self.by)
+        )
+        self.items: list[Item] = []
+        self.keys: set[ConflictKey] = set()
+        self.bytes = self.overhead
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def conflicts(self, item: Item) -> bool:
+        return any(k in self.keys for k in item.conflict_keys)
+
+    def fits(self, item: Item) -> bool:
+        extra = item.size + (1 if self.items else 0)
+        return len(self.items) < self.max_rows and self.bytes + extra <= self.max_bytes
+
+    def add(self, item: Item) -> None:
+        self.bytes += item.size + (1 if self.items else 0)
+        self.items.append(item)
+        self.keys.update(item.conflict_keys)
+
+    def remove(self, removed: Iterable[Item]) -> None:
+        gone = {id(i) for i in removed}
+        kept = [i for i in self.items if id(i) not in gone]
+        self.items, self.keys, self.bytes = [], set(), self.overhead
+        for item in kept:
+            self.add(item)
+
+
+class Coordinator:
+    """What the dry run and the writer share: outcome bookkeeping and the watermark."""
+
+    def __init__(self, results: ResultsLog, on_progress: Callable[[], None]) -> None:
+        self.results = results
+        self._on_progress = on_progress
+        self._unresolved: collections.OrderedDict[int, Item] = collections.OrderedDict()
+        self._last_seq = 0
+
+    def accept(self, item: Item) -> None:
+        """Take one record (in input order); rejected ones are recorded at once."""
+        self._last_seq = item.seq
+        if item.rejection is not None:
+            self.results.record(item, Outcome("rejected", reasons=(item.rejection,)))
+            return
+        self._unresolved[item.seq] = item
+        self._add(item)
+
+    def low_watermark(self) -> int:
+        """The smallest record number without an outcome (or the next one if all have one)."""
+        for seq in self._unresolved:
+            return seq
+        return self._last_seq + 1
+
+    @property
+    def unresolved(self) -> int:
+        return len(self._unresolved)
+
+    def _resolve(self, item: Item, outcome: Outcome) -> None:
+        if self._unresolved.pop(item.seq, None) is not None:
+            self.results.record(item, outcome)
+
+    def _add(self, item: Item) -> None:
+        raise NotImplementedError
+
+    def checkpoint(self, *, final: bool) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release threads and connections (idempotent)."""
+
+
+class BatchSender:
+    """Sends one batch and turns Marketo's answers into outcomes (runs in worker threads)."""
+
+    # Waits before each extra round for records Marketo skipped with a transient reason.
+    TRANSIENT_RETRY_DELAYS: Sequence[float] = (2.0, 5.0, 15.0)
+
+    def __init__(
+        self,
+        client: MarketoClient,
+        descriptions: dict[MarketoObject, ObjectDescription],
+        logger: logging.Logger,
+        *,
+        retry_delays: Sequence[float] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.descriptions = descriptions
+        self.logger = logger
+        self.retry_delays = tuple(self.TRANSIENT_RETRY_DELAYS if retry_delays is None else retry_delays)
+        self._sleep = sleep
+
+    def send(self, batch: Batch) -> list[Outcome]:
+        started = time.time()
+        results = self._call(batch, batch.items)
+        results = self._retry_transient(batch, results)
+        outcomes = [self._outcome(batch, r) for r in results]
+        self._confirm_uncertain_creates(batch, results, outcomes, started)
+        return outcomes
+
+    def _call(self, batch: Batch, items: Sequence[Item]) -> list[RecordResult]:
+        payloads = [item.payload for item in items]
+        try:
+            if batch.op == SYNC:
+                return self.client.sync(batch.obj, payloads, action=batch.action, dedupe_by=batch.by)
+            return self.client.delete(batch.obj, payloads, delete_by=batch.by)
+        except MarketoError as exc:
+            if exc.code != "413":
+                raise
+            if len(items) == 1:
+                reason = Reason("413", "Marketo refused the request body as too large (HTTP 413)")
+                return [RecordResult(seq=0, status="skipped", reasons=(reason,))]
+            # Our size estimate disagreed with the server's limit: halve and try again.
+            middle = len(items) // 2
+            self.logger.info("HTTP 413 for %d records; splitting the batch in two", len(items))
+            first = self._call(batch, items[:middle])
+            second = self._call(batch, items[middle:])
+            return first + [replace(r, seq=r.seq + middle) for r in second]
+
+    def _retry_transient(self, batch: Batch, results: list[RecordResult]) -> list[RecordResult]:
+        """Records skipped for a transient reason go again, in ever smaller batches."""
+        pending = [i for i, r in enumerate(results) if _transient(r)]
+        for round_no, delay in enumerate(self.retry_delays, start=1):
+            if not pending:
+                break
+            chunk = max(1, math.ceil(len(pending) / 2**round_no))
+            self.logger.info(
+                "%d %s records skipped with a transient reason (%s); retry %d in %.1f s, %d per call",
+                len(pending),
+                batch.obj.label,
+                ",".join(sorted({r.code for i in pending for r in results[i].reasons})),
+                round_no,
+                delay,
+                chunk,
+            )
+            self._sleep(delay)
+            still: list[int] = []
+            for start in range(0, len(pending), chunk):
+                part = pending[start : start + chunk]
+                answers = self._call(batch, [batch.items[i] for i in part])
+                for index, answer in zip(part, answers, strict=True):
+                    results[index] = answer
+                    if _transient(answer):
+                        still.append(index)
+            pending = still
+        return results
+
+    def _outcome(self, batch: Batch, result: RecordResult) -> Outcome:
+        note = None
+        if result.after_uncertain_attempt:
+            note = "answered after a retried call whose first attempt may have been applied"
+        if result.status in ("created", "updated", "deleted"):
+            return Outcome(result.status, result.marketo_guid, note=note)
+        if (
+            result.after_uncertain_attempt
+            and batch.op == DELETE
+            and result.reasons
+            and all(r.code == "1013" for r in result.reasons)
+        ):
+            # The lost first attempt deleted it; the end state the record asked for holds.
+            return Outcome(
+                "deleted",
+                None,
+                note="not found when the call was retried: the first attempt, whose answer was lost, "
+                "most likely deleted it",
+            )
+        return Outcome("skipped", result.marketo_guid, tuple(result.reasons), note)
+
+    def _confirm_uncertain_creates(
+        self, batch: Batch, results: list[RecordResult], outcomes: list[Outcome], started: float
+    ) -> None:
+        """createOnly 'already exists' after a lost answer: was it our own first attempt?
+
+        The record is looked up; if Marketo created it after our first attempt left, the outcome
+        is `created`, otherwise the skip stands.
+        """
+        if batch.op != SYNC or batch.action != "createOnly":
+            return
+        doubtful = [
+            i
+            for i, r in enumerate(results)
+            if r.after_uncertain_attempt
+            and r.status == "skipped"
+            and any(x.code == "1017" for x in r.reasons)
+        ]
+        if not doubtful:
+            return
+        description = self.descriptions[batch.obj]
+        key_fields = description.dedupe_fields
+        keys = [{name: batch.items[i].payload.get(name) for name in key_fields} for i in doubtful]
+        fields = [description.id_field, "createdAt", *key_fields]
+        if len(key_fields) == 1:
+            pages = self.client.query(
+                batch.obj, key_fields[0], [str(k[key_fields[0]]) for k in keys], fields=fields
+            )
+        else:
+            pages = self.client.query_by_compound_key(batch.obj, keys, fields=fields)
+        found: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for page in pages:
+            for row in page:
+                found[tuple(row.get(name) for name in key_fields)] = row
+        cutoff = started - UNCERTAIN_CREATE_TOLERANCE_SECONDS
+        for index, key in zip(doubtful, keys, strict=True):
+            match = found.get(tuple(key[name] for name in key_fields))
+            if match is None:
+                continue
+            created_at = _epoch(match.get("createdAt"))
+            if created_at is not None and created_at >= cutoff:
+                outcomes[index] = Outcome(
+                    "created",
+                    match.get(description.id_field),
+                    note="created by the first attempt of a retried call whose answer was lost "
+                    "(confirmed by its createdAt)",
+                )
+
+
+class WriteCoordinator(Coordinator):
+    """Sends batches through a thread pool while the main thread keeps reading input."""
+
+    def __init__(
+        self,
+        sender: BatchSender,
+        results: ResultsLog,
+        on_progress: Callable[[], None],
+        *,
+        batch_size: int,
+        max_body_bytes: int,
+        max_concurrent: int,
+        logger: logging.Logger,
+    ) -> None:
+        super().__init__(results, on_progress)
+        self.sender = sender
+        self.batch_size = batch_size
+        self.max_body_bytes = max_body_bytes
+        self.max_concurrent = max(1, max_concurrent)
+        self.logger = logger
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._open: dict[BatchKey, Batch] = {}
+        self._inflight: dict[concurrent.futures.Future[list[Outcome]], Batch] = {}
+        self._inflight_keys: dict[ConflictKey, concurrent.futures.Future[list[Outcome]]] = {}
+        self._held: collections.OrderedDict[int, Item] = collections.OrderedDict()
+        self._held_keys: collections.Counter[ConflictKey] = collections.Counter()
+        self._opp_epoch = 0  # opportunity batches applied so far
+        self._opp_written: dict[str, int] = {}  # externalOpportunityId -> epoch it was written in
+        self._pumping = False
+        self._held_changed = False  # something a held role waits for may have happened
+        self._aborting = False
+        self.batches_sent = 0
+
+    # ---- entry points (main thread) ---------------------------------------------------
+
+    def _add(self, item: Item) -> None:
+        self._harvest()
+        if item.obj is ROLE and self._blocked(item):
+            self._hold(item)
+        else:
+            self._enqueue(item)
+        self._pump(final=False)
+
+    def checkpoint(self, *, final: bool) -> None:
+        """Send everything pending and wait for it; with `final`, settle held roles for good."""
+        while True:
+            self._pump(final=final)
+            if self._open:
+                # Opportunity syncs, then roles, then opportunity deletes (they cascade to roles).
+                for key in sorted(self._open, key=_submit_order):
+                    if key in self._open:
+                        self._submit(key)
+            self._wait(list(self._inflight))
+            if not self._open and not self._inflight and not self._releasable(final):
+                break
+        self._on_progress()
+
+    def close(self) -> None:
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    # ---- batching -----------------------------------------------------------------------
+
+    def _enqueue(self, item: Item) -> None:
+        key: BatchKey = (item.obj, item.op, item.action, item.by)
+        for other_key in [k for k in self._open if k != key and k[0] is item.obj]:
+            other = self._open.get(other_key)
+            if other is not None and other.conflicts(item):
+                self._submit(other_key)  # an earlier record for the same key goes first
+        batch = self._open.get(key)
+        if batch is not None and (batch.conflicts(item) or not batch.fits(item)):
+            self._submit(key)
+            batch = None
+        if batch is None:
+            batch = self._open[key] = Batch(key, max_rows=self.batch_size, max_bytes=self.max_body_bytes)
+        batch.add(item)
+        if len(batch) >= self.batch_size:
+            self._submit(key)
+
+    def _submit(self, key: BatchKey) -> None:
+        batch = self._open.pop(key, None)
+        if batch is None or not batch.items:
+            return
+        if batch.obj is ROLE:
+            self._flush_opportunities()
+        elif batch.op == DELETE:
+            # Deleting an opportunity deletes its roles: roles given before it go first.
+            self._settle_roles_for({i.opportunity_id for i in batch.items if i.opportunity_id})
+        waits = {self._inflight_keys[k] for k in batch.keys if k in self._inflight_keys}
+        if waits:
+            self._wait(list(waits))
+        if batch.obj is ROLE:
+            # An answer just harvested may have held an earlier record for one of these roles.
+            blocked = [item for item in batch.items if self._blocked(item)]
+            if blocked:
+                batch.remove(blocked)
+                for item in blocked:
+                    self._hold(item)
+                if not batch.items:
+                    return
+        while len(self._inflight) >= self.max_concurrent:
+            self._wait_any()
+        for item in batch.items:
+            item.attempts += 1
+            item.sent_epoch = self._opp_epoch
+        future = self._pool().submit(self.sender.send, batch)
+        self.batches_sent += 1
+        self._inflight[future] = batch
+        for k in batch.keys:
+            self._inflight_keys[k] = future
+
+    def _flush_opportunities(self) -> None:
+        """Send pending opportunity syncs and wait for every opportunity call in flight.
+
+        Pending opportunity deletes are left for later: they wait for the roles before them.
+        """
+        for key in [k for k in self._open if k[0] is OPP and k[1] == SYNC]:
+            self._submit(key)
+        pending = [f for f, b in self._inflight.items() if b.obj is OPP]
+        if pending:
+            self._wait(pending)
+
+    def _settle_roles_for(self, opportunity_ids: set[str]) -> None:
+        """Send and settle every pending role of these opportunities (held ones included)."""
+
+        def concerned(batch: Batch) -> bool:
+            return any(i.opportunity_id in opportunity_ids for i in batch.items)
+
+        while True:
+            keys = [k for k, b in self._open.items() if k[0] is ROLE and concerned(b)]
+            for key in keys:
+                self._submit(key)
+            flying = [f for f, b in self._inflight.items() if b.obj is ROLE and concerned(b)]
+            self._wait(flying)
+            released = self._release_scan(final=False, only=opportunity_ids)
+            for item in released:
+                self._enqueue(item)
+            if not keys and not flying and not released:
+                return
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.max_concurrent, thread_name_prefix="marketo-write"
+                )
+            return self._executor
+
+    # ---- answers ------------------------------------------------------------------------
+
+    def _wait(self, futures: list[concurrent.futures.Future[list[Outcome]]]) -> None:
+        if futures:
+            concurrent.futures.wait(futures)
+        self._harvest()
+
+    def _wait_any(self) -> None:
+        concurrent.futures.wait(list(self._inflight), return_when=concurrent.futures.FIRST_COMPLETED)
+        self._harvest()
+
+    def _harvest(self) -> None:
+        for future in [f for f in self._inflight if f.done()]:
+            batch = self._inflight.pop(future)
+            for k in batch.keys:
+                if self._inflight_keys.get(k) is future:
+                    del self._inflight_keys[k]
+            try:
+                outcomes = future.result()
+            except Exception as exc:
+                self._abort(exc, batch)
+                raise AssertionError("unreachable") from exc  # _abort always raises
+            self._apply(batch, outcomes)
+
+    def _apply(self, batch: Batch, outcomes: list[Outcome]) -> None:
+        if batch.obj is OPP:
+            self._held_changed = True
+            self._opp_epoch += 1
+            for item, outcome in zip(batch.items, outcomes, strict=True):
+                if batch.op == SYNC and outcome.status in ("created", "updated") and item.opportunity_id:
+                    self._opp_written[item.opportunity_id] = self._opp_epoch
+        crm = False
+        for item, outcome in zip(batch.items, outcomes, strict=True):
+            crm = crm or outcome.has_reason("1018")
+            if not self._aborting and not crm and self._should_hold(batch, item, outcome):
+                item.last_outcome = outcome
+                self._hold(item)
+                continue
+            self._resolve(item, outcome)
+        if crm and not self._aborting:
+            self._abort(CrmSyncEnabledError(CRM_MESSAGE), None)
+
+    def _should_hold(self, batch: Batch, item: Item, outcome: Outcome) -> bool:
+        """A role skipped because its opportunity (or lead) is missing, which this run may fix."""
+        if (
+            batch.obj is not ROLE
+            or batch.op != SYNC
+            or batch.action == "updateOnly"
+            or outcome.status != "skipped"
+            or not outcome.has_reason("1004")
+            or item.attempts >= 2
+        ):
+            return False
+        written = self._opp_written.get(item.opportunity_id or "")
+        # Written before this role was sent: the opportunity was there, so the lead is missing.
+        return written is None or written > item.sent_epoch
+
+    # ---- held roles ---------------------------------------------------------------------
+
+    def _blocked(self, item: Item) -> bool:
+        return any(self._held_keys[k] for k in item.conflict_keys)
+
+    def _hold(self, item: Item) -> None:
+        self._held_changed = True
+        self._held[item.seq] = item
+        self._held_keys.update(item.conflict_keys)
+
+    def _unhold(self, item: Item) -> None:
+        del self._held[item.seq]
+        self._held_keys.subtract(item.conflict_keys)
+        for k in item.conflict_keys:
+            if self._held_keys[k] <= 0:
+                del self._held_keys[k]
+
+    def _releasable(self, final: bool) -> bool:
+        return any(self._release_decision(item, final) != "keep" for item in self._held.values())
+
+    def _release_decision(self, item: Item, final: bool) -> str:
+        if item.attempts == 0:
+            return "send"  # waited behind an earlier record for the same role
+        written = self._opp_written.get(item.opportunity_id or "")
+        if written is not None and written > item.sent_epoch:
+            return "send"  # its opportunity has been written since: try once more
+        return "skip" if final else "keep"
+
+    def _pump(self, *, final: bool) -> None:
+        """Harvest answers, release held roles that may go now, repeat until nothing moves."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while True:
+                self._harvest()
+                if not self._held or not (self._held_changed or final):
+                    break
+                self._held_changed = False
+                released = self._release_scan(final=final)
+                if not released:
+                    break
+                for item in released:
+                    self._enqueue(item)
+        finally:
+            self._pumping = False
+        self._on_progress()
+
+    def _release_scan(self, *, final: bool, only: set[str] | None = None) -> list[Item]:
+        """Unhold the roles that may go now (in input order); settle the hopeless ones if final."""
+        released: list[Item] = []
+        kept_keys: set[ConflictKey] = set()
+        for item in list(self._held.values()):
+            if any(k in kept_keys for k in item.conflict_keys):
+                continue  # stays behind an earlier record for the same role
+            decision = self._release_decision(item, final)
+            if decision == "keep" or (only is not None and item.opportunity_id not in only):
+                kept_keys.update(item.conflict_keys)
+                continue
+            self._unhold(item)
+            if decision == "send":
+                released.append(item)
+            else:
+                assert item.last_outcome is not None
+                self._resolve(item, item.last_outcome)
+        return released
+
+    # ---- failure ------------------------------------------------------------------------
+
+    def _abort(self, error: BaseException, failed: Batch | None) -> None:
+        """Stop the run: record what the calls still in flight answered, then raise."""
+        self._aborting = True
+        self._open.clear()
+        if failed is not None:
+            self.logger.error(
+                "A %s call for %d records failed; they have no outcome and STATE stays before them",
+                failed.obj.label,
+                len(failed.items),
+            )
+        concurrent.futures.wait(list(self._inflight))
+        for future, batch in list(self._inflight.items()):
+            del self._inflight[future]
+            try:
+                self._apply(batch, future.result())
+            except Exception:  # noqa: S112 - the first error is the one reported
+                continue
+        self._inflight_keys.clear()
+        self.results.sync()
+        if isinstance(error, CrmSyncEnabledError) and str(error) != CRM_MESSAGE:
+            raise CrmSyncEnabledError(CRM_MESSAGE) from error
+        raise error
+
+
+def _submit_order(key: BatchKey) -> int:
+    obj, op = key[0], key[1]
+    if obj is OPP:
+        return 0 if op == SYNC else 2
+    return 1
+
+
+def _transient(result: RecordResult) -> bool:
+    return result.status == "skipped" and any(r.code in TRANSIENT_REASON_CODES for r in result.reasons)
+
+
+def _epoch(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.timestamp()

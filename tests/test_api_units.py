@@ -1,0 +1,199 @@
+"""Unit tests of single functions of the API layer (no server needed)."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+
+from marketo_api import MarketoSettings, SettingsError
+from marketo_api.datatypes import ValueTypeError, from_api, json_schema_for, to_api
+from marketo_api.describe import FieldDescription, ObjectDescription
+from marketo_api.errors import CallBudgetExhaustedError, Handling, handling_for
+from marketo_api.limiter import CallLimiter
+
+
+class FakeClock:
+    """Time that moves only when a waiter sleeps, so limiter tests are exact and instant."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _field(name: str, data_type: str, length: int | None = None) -> FieldDescription:
+    return FieldDescription(name=name, display_name=name, data_type=data_type, length=length, updateable=True)
+
+
+def test_settings_accept_rest_url_and_keep_instance_root() -> None:
+    settings = MarketoSettings(
+        base_url="https://123-ABC-456.mktorest.com/rest/", client_id="id", client_secret="s"
+    )
+    assert settings.base_url == "https://123-ABC-456.mktorest.com"
+    assert settings.token_url == "https://123-ABC-456.mktorest.com/identity/oauth/token"
+
+
+def test_settings_build_base_url_from_munchkin_id() -> None:
+    settings = MarketoSettings.from_config(
+        {"munchkin_id": "123-ABC-456", "client_id": "i", "client_secret": "s"}
+    )
+    assert settings.base_url == "https://123-ABC-456.mktorest.com"
+
+
+def test_settings_refuse_plain_http_off_loopback() -> None:
+    with pytest.raises(SettingsError, match="https"):
+        MarketoSettings(base_url="http://example.com", client_id="i", client_secret="s")
+    assert MarketoSettings(base_url="http://127.0.0.1:9", client_id="i", client_secret="s").base_url
+
+
+def test_settings_repr_hides_secret() -> None:
+    settings = MarketoSettings(base_url="https://x.mktorest.com", client_id="i", client_secret="hunter2")
+    assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize("value", [0, 101])
+def test_settings_refuse_more_than_marketo_allows(value: int) -> None:
+    with pytest.raises(SettingsError, match="max_calls_per_20s"):
+        MarketoSettings(
+            base_url="https://x.mktorest.com", client_id="i", client_secret="s", max_calls_per_20s=value
+        )
+
+
+@pytest.mark.parametrize(
+    ("code", "handling"),
+    [
+        ("606", Handling.RETRY),
+        ("615", Handling.RETRY),
+        ("604", Handling.RETRY),
+        ("713", Handling.RETRY),
+        ("611", Handling.RETRY_FEW),
+        ("601", Handling.REAUTHENTICATE),
+        ("602", Handling.REAUTHENTICATE),
+        ("603", Handling.FAIL),
+        ("607", Handling.FAIL),
+        ("1018", Handling.FAIL),
+    ],
+)
+def test_error_codes_are_classified(code: str, handling: Handling) -> None:
+    assert handling_for(code) is handling
+
+
+def test_limiter_never_admits_more_than_max_calls_per_window() -> None:
+    clock = FakeClock()
+    limiter = CallLimiter(max_calls=3, window_seconds=20, max_concurrent=10, clock=clock)
+    for _ in range(3):
+        with limiter.slot():
+            clock.now += 1
+    admitted = threading.Event()
+
+    def fourth() -> None:
+        with limiter.slot():
+            admitted.set()
+
+    worker = threading.Thread(target=fourth)
+    worker.start()
+    assert not admitted.wait(0.2), "a 4th call entered a window holding 3"
+    clock.now = 21.0  # the first call's window has passed
+    with limiter._cond:
+        limiter._cond.notify_all()
+    worker.join(5)
+    assert admitted.is_set()
+
+
+def test_limiter_caps_calls_in_flight() -> None:
+    limiter = CallLimiter(max_calls=100, window_seconds=20, max_concurrent=2)
+    inside = 0
+    peak = 0
+    lock = threading.Lock()
+    gate = threading.Barrier(6, timeout=5)
+
+    def call() -> None:
+        nonlocal inside, peak
+        gate.wait()
+        with limiter.slot():
+            with lock:
+                inside += 1
+                peak = max(peak, inside)
+            threading.Event().wait(0.02)
+            with lock:
+                inside -= 1
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 2
+
+
+def test_limiter_stops_at_daily_budget_before_sending() -> None:
+    limiter = CallLimiter(max_calls=100, window_seconds=20, max_concurrent=5, daily_budget=2)
+    for _ in range(2):
+        with limiter.slot():
+            pass
+    with pytest.raises(CallBudgetExhaustedError, match="daily_call_budget of 2"), limiter.slot():
+        pytest.fail("a call beyond the budget was admitted")
+
+
+def test_schema_maps_every_marketo_data_type() -> None:
+    description = ObjectDescription(
+        name="opportunity",
+        display_name="Opportunity",
+        id_field="marketoGUID",
+        dedupe_fields=("externalOpportunityId",),
+        searchable_fields=(("externalOpportunityId",),),
+        fields=(
+            _field("s", "string", 50),
+            _field("t", "text"),
+            _field("e", "email", 255),
+            _field("i", "integer"),
+            _field("sc", "score"),
+            _field("p", "percent"),
+            _field("f", "float"),
+            _field("c", "currency"),
+            _field("b", "boolean"),
+            _field("d", "date"),
+            _field("dt", "datetime"),
+            _field("x", "formula"),
+        ),
+    )
+    props = json_schema_for(description)["properties"]
+    assert props["s"] == {"type": ["string", "null"], "maxLength": 50}
+    assert props["t"] == {"type": ["string", "null"]}
+    assert props["e"]["maxLength"] == 255
+    assert {props[k]["type"][0] for k in ("i", "sc", "p")} == {"integer"}
+    assert {props[k]["type"][0] for k in ("f", "c")} == {"number"}
+    assert props["b"]["type"][0] == "boolean"
+    assert props["d"]["format"] == "date"
+    assert props["dt"]["format"] == "date-time"
+    assert props["x"] == {"type": ["string", "null"]}
+
+
+def test_currency_is_read_exactly() -> None:
+    assert from_api(_field("amount", "currency"), "1604.47") == Decimal("1604.47")
+    assert from_api(_field("amount", "currency"), 0.1) == Decimal("0.1")
+
+
+def test_datetimes_are_read_as_one_utc_form() -> None:
+    field = _field("updatedAt", "datetime")
+    assert from_api(field, "2015-02-23T18:21:53Z") == "2015-02-23T18:21:53+00:00"
+    assert from_api(field, "2015-02-23T20:21:53+0200") == "2015-02-23T18:21:53+00:00"
+
+
+def test_integer_field_refuses_fraction() -> None:
+    with pytest.raises(ValueTypeError, match="whole number"):
+        from_api(_field("n", "integer"), "1.5")
+
+
+def test_values_are_written_in_marketo_form() -> None:
+    import datetime as dt
+
+    assert to_api(_field("amount", "currency"), Decimal("1604.470")) == "1604.470"
+    assert to_api(_field("d", "date"), dt.date(2026, 1, 2)) == "2026-01-02"
+    written = to_api(_field("t", "datetime"), dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
+    assert written == "2026-01-02T03:04:05+00:00"
+    with pytest.raises(ValueTypeError):
+        to_api(_field("n", "integer"), True)

@@ -79,15 +79,17 @@ class MarketoSettings:
             if not _MUNCHKIN_RE.match(str(munchkin_id)):
                 raise SettingsError("munchkin_id must look like 123-ABC-456")
             base_url = f"https://{munchkin_id}.mktorest.com"
+        # Config readers hand numbers over as int, float or Decimal; the limiter wants one kind.
+        converters: dict[str, Any] = {
+            "max_calls_per_20s": int,
+            "max_concurrent_requests": int,
+            "daily_call_budget": int,
+            "rate_window_seconds": float,
+            "max_retry_seconds": float,
+        }
         optional = {
-            name: config[name]
-            for name in (
-                "max_calls_per_20s",
-                "max_concurrent_requests",
-                "daily_call_budget",
-                "rate_window_seconds",
-                "max_retry_seconds",
-            )
+            name: convert(config[name])
+            for name, convert in converters.items()
             if config.get(name) is not None
         }
         return cls(
@@ -172,8 +174,9 @@ SETTINGS_JSON_SCHEMA: dict[str, Any] = {
         "daily_call_budget": _setting(
             ["integer", "null"],
             "Daily call budget",
-            "Stop cleanly (with resumable state) after this many REST calls in one run, to leave "
-            "the instance's shared daily quota to other integrations.",
+            "Stop before making more than this many REST calls in one run, to leave the instance's "
+            "shared daily quota to other integrations. The run then fails with a clear message "
+            "(exit code 1); the tap's STATE lets the next run resume where it stopped.",
             minimum=1,
         ),
     },

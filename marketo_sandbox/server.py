@@ -14,6 +14,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -253,7 +254,15 @@ class Handler(BaseHTTPRequestHandler):
             return b"", True
         return (self.rfile.read(length) if length > 0 else b""), False
 
+    def _release_slot(self) -> None:
+        """Give back the concurrency slot; done just before a response leaves, so a client that
+        has read its answer can never find its own finished request still counted as in flight."""
+        if getattr(self, "_holds_slot", False):
+            self._holds_slot = False
+            self.state.leave()
+
     def _write(self, status: int, body: bytes, content_type: str, *, count: bool = True) -> None:
+        self._release_slot()
         cfg = self.state.config
         encoding = None
         accept = (self.headers.get("Accept-Encoding") or "").lower()
@@ -381,15 +390,17 @@ class Handler(BaseHTTPRequestHandler):
         if not state.try_enter(cfg):
             self._send_error("615", concurrency_message(cfg))
             return
+        self._holds_slot = True
         call = Call(method, effective, path, route, query, body, call_no, is_query_post, is_write)
         try:
             self._rest_inside(cfg, call)
         except Dropped:
+            self._release_slot()
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
         finally:
-            state.leave()
+            self._release_slot()
 
     def _rest_inside(self, cfg: SandboxConfig, call: Call) -> None:
         state = self.state
@@ -421,6 +432,10 @@ class Handler(BaseHTTPRequestHandler):
             payload = self._execute(cfg, route, call)
         except ApiError as err:
             self._send_error(err.code, err.message)
+            return
+        except Exception:  # a sandbox bug: answer like Marketo does for unhandled exceptions
+            traceback.print_exc(file=sys.stderr)
+            self._send_error("611", "System error")
             return
         if deferred is not None:
             self._send_fault(deferred, cfg)

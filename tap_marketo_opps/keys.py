@@ -28,7 +28,7 @@ LEAD_ID = "leadId"
 
 # Names a CSV header (or the header line of a one-column file) may give the key column,
 # compared case-insensitively with "_", "-" and spaces removed.
-_EXTERNAL_ID_COLUMNS = ("externalopportunityid", "externalopportunity", "opportunityid")
+_EXTERNAL_ID_COLUMNS = ("externalopportunityid", "externalopportunity", "opportunityid", "id")
 _LEAD_ID_COLUMNS = ("leadid", "id", "lead")
 _DELIMITERS = (",", "\t", ";", "|")
 

@@ -78,6 +78,8 @@ from .schemas import (
 from .seen import SeenSet
 
 if TYPE_CHECKING:
+    from singer_sdk.helpers._batch import BatchConfig
+
     from .tap import TapMarketoOpps
 
 OPPORTUNITIES = "opportunities"
@@ -99,14 +101,11 @@ class SyncRun:
     """What the driver shares with its children during one tap run."""
 
     signpost: str | None = None  # start of the (first) run, caps the promoted bookmarks
-    current: BatchResult | None = None
-    source: str | None = None
+    current: BatchResult | None = None  # the batch the children are emitting
     emitted: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)  # older than the bookmark/start_date
     queries: QueryCount = field(default_factory=QueryCount)
     keys: int = 0  # keys whose batches were queried this run
-    batches: int = 0
-    sources_run: list[str] = field(default_factory=list)
 
     def count(self, counter: dict[str, int], stream: str) -> None:
         counter[stream] = counter.get(stream, 0) + 1
@@ -137,6 +136,10 @@ class KeyBatchesStream(Stream):
         if self._maps is None:
             self._maps = [_InternalOnlyMap(self.name, self.schema, self.primary_keys, None)]
         return self._maps
+
+    def get_batch_config(self, config: Mapping[str, Any]) -> BatchConfig | None:
+        """The driver's own records are never written, not even as BATCH files."""
+        return None
 
     def get_child_context(self, record: Record, context: Context | None) -> Context | None:
         return {"source": record["source"], "batch": record["batch"]}
@@ -195,7 +198,6 @@ class KeyBatchesStream(Stream):
                     _describe_plan(plan.primary, plan.primary_field, plan.emit_primary, plan.follow_up),
                     f"; resuming after batch {skip:,}" if skip else "",
                 )
-                run.sources_run.append(source.name)
                 progress = _Progress(
                     self.logger,
                     tap,
@@ -219,13 +221,11 @@ class KeyBatchesStream(Stream):
                 try:
                     for result in pipeline.run(batches):
                         run.current = result
-                        run.source = source.name
                         yield {"source": source.name, "batch": result.number, "keys": result.key_count}
                         # Every selected child has now emitted this batch.
                         run.current = None
                         run.queries.add(result.queries)
                         run.keys += result.key_count
-                        run.batches += 1
                         if not dry_run:
                             self._save_checkpoint(fingerprint, started_at, index, source.name, result.number)
                         progress.batch_done(result)

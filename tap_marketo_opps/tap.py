@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Mapping
+from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -45,9 +47,10 @@ def _setting(json_type: Any, title: str, description: str, **extra: Any) -> dict
 
 
 _KEY_FILE_HELP = (
-    "One value a line, or a CSV file with a header row whose key column is named {column} "
-    "(a one-column file may start with such a header line). Read line by line, so a file of "
-    "millions of values works with constant memory."
+    "One value a line, or a CSV file (comma, tab, semicolon or pipe) with a header row; the key "
+    "column is the one named {columns} (case, '_' and '-' are ignored; a one-column file may start "
+    "with such a header line). Read line by line, so a file of millions of values works with "
+    "constant memory. A relative path is relative to the working directory."
 )
 
 TAP_SETTINGS: dict[str, Any] = {
@@ -83,7 +86,7 @@ TAP_SETTINGS: dict[str, Any] = {
         ["string", "null"],
         "External opportunity IDs file",
         "Path of a file of externalOpportunityIds; like external_opportunity_ids. "
-        + _KEY_FILE_HELP.format(column="externalOpportunityId"),
+        + _KEY_FILE_HELP.format(columns="externalOpportunityId, opportunityId or id"),
     ),
     "lead_ids": _setting(
         ["array", "null"],
@@ -95,7 +98,7 @@ TAP_SETTINGS: dict[str, Any] = {
     "lead_ids_file": _setting(
         ["string", "null"],
         "Lead IDs file",
-        "Path of a file of lead ids; like lead_ids. " + _KEY_FILE_HELP.format(column="leadId"),
+        "Path of a file of lead ids; like lead_ids. " + _KEY_FILE_HELP.format(columns="leadId, lead or id"),
     ),
     "lead_id_range": _setting(
         ["object", "null"],
@@ -150,6 +153,16 @@ TAP_SETTINGS: dict[str, Any] = {
 }
 
 
+def marketo_settings(config: Mapping[str, Any]) -> MarketoSettings:
+    """Connection settings from the tap config.
+
+    A config file is parsed with decimals for non-integers (singer-sdk's JSON reader), so
+    number settings are turned into floats first: the shared limiter does float arithmetic.
+    """
+    values = {key: float(value) if isinstance(value, Decimal) else value for key, value in config.items()}
+    return MarketoSettings.from_config(values)
+
+
 def _config_jsonschema() -> dict[str, Any]:
     schema = copy.deepcopy(SETTINGS_JSON_SCHEMA)
     schema["properties"].update(copy.deepcopy(TAP_SETTINGS))
@@ -172,7 +185,7 @@ class TapMarketoOpps(Tap):
         super().__init__(*args, **kwargs)
         if kwargs.get("validate_config", True):
             try:
-                MarketoSettings.from_config(self.config)
+                marketo_settings(self.config)
                 key_sources(self.config, check_files=False)
             except SettingsError as exc:
                 raise ConfigValidationError(str(exc), errors=[str(exc)]) from exc
@@ -182,7 +195,7 @@ class TapMarketoOpps(Tap):
     @cached_property
     def marketo(self) -> MarketoClient:
         """The one client of this run, shared by every stream and worker thread."""
-        return MarketoClient(MarketoSettings.from_config(self.config), sleep=interruptible_sleep)
+        return MarketoClient(marketo_settings(self.config), sleep=interruptible_sleep)
 
     def describe(self, obj: MarketoObject) -> ObjectDescription:
         """Describe `obj` at most once per run."""

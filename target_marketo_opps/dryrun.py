@@ -14,12 +14,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from marketo_api import MarketoClient, MarketoObject, ObjectDescription, Reason
+from marketo_api import CrmSyncEnabledError, MarketoClient, MarketoObject, ObjectDescription, Reason
 from marketo_api.client import MAX_BATCH, chunked
 
 from .records import DELETE, ConflictKey, Item, Outcome
 from .results import ResultsLog
-from .writer import Coordinator
+from .writer import Coordinator, crm_error
 
 OPP = MarketoObject.OPPORTUNITY
 ROLE = MarketoObject.OPPORTUNITY_ROLE
@@ -56,7 +56,7 @@ class DryRunCoordinator(Coordinator):
             self._evaluate(item.obj, final=False)
             self._on_progress()
 
-    def checkpoint(self, *, final: bool) -> None:
+    def _checkpoint(self, *, final: bool) -> None:
         self._evaluate(OPP, final=final)
         self._evaluate(ROLE, final=final)
         self._on_progress()
@@ -129,9 +129,12 @@ class DryRunCoordinator(Coordinator):
                 obj_value, kind, value = key
                 obj = OPP if obj_value == OPP.value else ROLE
                 wanted[(obj, kind)][key] = value
-        for (obj, kind), values in wanted.items():
-            for chunk in chunked(list(values.items()), MAX_BATCH):
-                self._query(obj, kind, chunk)
+        try:
+            for (obj, kind), values in wanted.items():
+                for chunk in chunked(list(values.items()), MAX_BATCH):
+                    self._query(obj, kind, chunk)
+        except CrmSyncEnabledError as exc:
+            raise crm_error(exc) from exc
 
     def _query(self, obj: MarketoObject, kind: str, chunk: list[tuple[ConflictKey, Any]]) -> None:
         description = self.descriptions[obj]

@@ -45,10 +45,7 @@ class ResultsLog:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._file: IO[str] | None = None
-        if path:
-            directory = os.path.dirname(os.path.abspath(path))
-            os.makedirs(directory, exist_ok=True)
-            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._closed = False
         self._dirty = False
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
         self.failures = 0
@@ -67,7 +64,7 @@ class ResultsLog:
             group.count += 1
             if len(group.examples) < EXAMPLES_PER_REASON:
                 group.examples.append(f"{item.stream} {dumps(item.key)}")
-        if self._file is not None:
+        if self.path and not self._closed:
             line = {
                 "record": item.seq,
                 "stream": item.stream,
@@ -79,8 +76,16 @@ class ResultsLog:
                 "reasons": [{"code": r.code, "message": r.message} for r in outcome.reasons],
                 "note": outcome.note,
             }
-            self._file.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+            self._open().write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
             self._dirty = True
+
+    def _open(self) -> IO[str]:
+        """The file, created (or emptied) when the run records its first outcome."""
+        if self._file is None:
+            assert self.path
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        return self._file
 
     def sync(self) -> None:
         """Make every recorded line durable."""
@@ -89,11 +94,17 @@ class ResultsLog:
             os.fsync(self._file.fileno())
             self._dirty = False
 
-    def close(self) -> None:
+    def close(self, *, create: bool = True) -> None:
+        """Flush and close; with `create`, a run without records still leaves an empty file."""
+        if self._closed:
+            return
+        if self.path and create:
+            self._open()
         if self._file is not None:
             self.sync()
             self._file.close()
             self._file = None
+        self._closed = True
 
     def summary_lines(self) -> list[str]:
         lines: list[str] = []

@@ -75,6 +75,13 @@ class MarketoSink(Sink):
         return record
 
     @override
+    def _singer_validate_message(self, record: dict) -> None:
+        # singer-sdk aborts the run when a record lacks a Singer key property. Marketo's keys
+        # are what matter here (dedupe fields, or marketoGUID alone for updateOnly/idField and
+        # deletes), and a record without them is rejected on its own by the payload builder.
+        return
+
+    @override
     def _remove_sdc_metadata_from_record(self, record: dict) -> None:
         for name in _SDC_DROPPED:
             record.pop(name, None)
@@ -87,3 +94,22 @@ class MarketoSink(Sink):
     @override
     def process_batch(self, context: dict) -> None:
         self._marketo_target.flush_all()
+
+
+class DiscardSink(Sink):
+    """For a stream the `stream_maps` setting removes entirely (`"<stream>": "__NULL__"`).
+
+    No record ever reaches it; it exists because singer-sdk builds a sink for every SCHEMA.
+    """
+
+    @override
+    def get_validator(self) -> BaseJSONSchemaValidator | None:
+        return None
+
+    @override
+    def process_record(self, record: dict, context: dict) -> None:
+        return
+
+    @override
+    def process_batch(self, context: dict) -> None:
+        return

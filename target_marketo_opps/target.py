@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import typing as t
@@ -10,15 +11,16 @@ from pathlib import PurePath
 
 from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.mapper import RemoveRecordTransform
 
-from marketo_api import MarketoClient, MarketoError, MarketoObject, ObjectDescription
+from marketo_api import CrmSyncEnabledError, MarketoClient, MarketoError, MarketoObject, ObjectDescription
 
 from .dryrun import DryRunCoordinator
 from .records import PayloadBuilder
 from .results import ResultsLog
 from .settings import DEFAULT_STREAM_OBJECTS, TargetSettings, config_errors, config_jsonschema
-from .sinks import MarketoSink
-from .writer import BatchSender, Coordinator, WriteCoordinator
+from .sinks import DiscardSink, MarketoSink
+from .writer import BatchSender, Coordinator, WriteCoordinator, crm_error
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -119,15 +121,20 @@ class TargetMarketoOpps(Target):
         if obj is None:
             defaults = ", ".join(DEFAULT_STREAM_OBJECTS)
             raise UnknownStreamError(
-                f"Stream {stream_name!r} is not one this target writes: name it {defaults}, or map it "
+                f"Stream {stream_name!r} is not one this target writes: name it {defaults}, map it "
                 f'with the stream_objects setting, e.g. {{"{stream_name}": "opportunity"}} or '
-                f'{{"{stream_name}": "opportunity_role"}}'
+                f'{{"{stream_name}": "opportunity_role"}}, or drop it with the stream_maps setting, '
+                f'e.g. {{"{stream_name}": "__NULL__"}}'
             )
         return obj
 
     @override
     def get_sink_class(self, stream_name: str) -> type[Sink]:
-        self.object_for_stream(stream_name)  # fail clearly at the SCHEMA message
+        maps = self.mapper.stream_maps.get(stream_name) or []
+        if maps and all(isinstance(m, RemoveRecordTransform) for m in maps):
+            return DiscardSink  # dropped by stream_maps: none of its records will arrive
+        with self._closing_on_error():
+            self.object_for_stream(stream_name)  # fail clearly at the SCHEMA message
         return MarketoSink
 
     # ---- records --------------------------------------------------------------------------
@@ -170,7 +177,10 @@ class TargetMarketoOpps(Target):
         """The payload builder for an object, from a describe made once per run."""
         builder = self._builders.get(obj)
         if builder is None:
-            description = self.client.describe(obj)
+            try:
+                description = self.client.describe(obj)
+            except CrmSyncEnabledError as exc:  # role APIs are off altogether with CRM sync
+                raise crm_error(exc) from exc
             self._descriptions[obj] = description
             builder = self._builders[obj] = PayloadBuilder(
                 obj,
@@ -189,15 +199,26 @@ class TargetMarketoOpps(Target):
         self._records_seen += 1
         deleted_at = record.get("_sdc_deleted_at")
         deleted = deleted_at is not None and deleted_at != ""
-        item = self.builder(obj).build(
-            self._records_seen, stream_name, record, deleted=deleted, schema_error=schema_error
-        )
-        self.coordinator.accept(item)
+        with self._closing_on_error():
+            item = self.builder(obj).build(
+                self._records_seen, stream_name, record, deleted=deleted, schema_error=schema_error
+            )
+            self.coordinator.accept(item)
 
     def flush_all(self) -> None:
         """Send everything pending and wait for the answers (held roles settle at end of input)."""
         if self._coordinator is not None:
-            self._coordinator.checkpoint(final=self._end_of_input)
+            with self._closing_on_error():
+                self._coordinator.checkpoint(final=self._end_of_input)
+
+    @contextlib.contextmanager
+    def _closing_on_error(self) -> t.Iterator[None]:
+        """A failure ends the run: release threads, connections and the results file first."""
+        try:
+            yield
+        except Exception:
+            self.close(create_results=False)
+            raise
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -223,8 +244,9 @@ class TargetMarketoOpps(Target):
         low = coordinator.low_watermark() if coordinator is not None else self._records_seen + 1
         ready: dict | None = None
         while self._states and self._states[0][0] < low:
-            ready = self._states.pop(0)[1]
-        if ready is None or ready == self._last_emitted:
+            # Like singer-sdk, never emit an empty state (it can wipe Meltano's; meltano/sdk#3000).
+            ready = self._states.pop(0)[1] or ready
+        if not ready or ready == self._last_emitted:
             return
         self.results.sync()
         super()._write_state_message(copy.deepcopy(ready))
@@ -258,7 +280,7 @@ class TargetMarketoOpps(Target):
                 f"{limit}; every other record was processed{where}"
             )
 
-    def close(self) -> None:
+    def close(self, *, create_results: bool = True) -> None:
         if self._closed:
             return
         self._closed = True
@@ -266,7 +288,7 @@ class TargetMarketoOpps(Target):
             if self._coordinator is not None:
                 self._coordinator.close()
         finally:
-            self.results.close()
+            self.results.close(create=create_results)
             if self._client is not None:
                 self._client.close()
 

@@ -27,8 +27,9 @@ class RecordValidator:
 
     An invalid schema raises singer-sdk's `InvalidJSONSchema` (the tap is broken; as in the SDK,
     the run stops at its SCHEMA message). Formats (`date-time` ...) are not checked, as in
-    singer-sdk; values are checked against Marketo's own types when the payload is built. A schema fastjsonschema cannot compile
-    (it supports drafts 4, 6 and 7) falls back to the slower `jsonschema` validator.
+    singer-sdk; values are checked against Marketo's own types when the payload is built. A
+    schema fastjsonschema cannot compile (it supports drafts 4, 6 and 7) falls back to the
+    slower `jsonschema` validator.
     """
 
     def __init__(self, schema: dict[str, Any], *, stream_name: str = "") -> None:

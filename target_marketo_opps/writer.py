@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import datetime as dt
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -60,8 +61,18 @@ CRM_MESSAGE = (
     "1018 'CRM Enabled'). No record was written; write these objects in the CRM instead."
 )
 # A record created by a call whose first attempt's answer was lost carries a createdAt at or
-# after the moment that attempt left, give or take this much clock difference.
-UNCERTAIN_CREATE_TOLERANCE_SECONDS = 5.0
+# after the moment that attempt left, give or take Marketo's whole-second createdAt and a little
+# clock difference.
+UNCERTAIN_CREATE_TOLERANCE_SECONDS = 2.0
+
+
+def crm_error(cause: BaseException | None = None) -> CrmSyncEnabledError:
+    """The one message a CRM-synced instance gets, wherever Marketo said 1018."""
+    error = CrmSyncEnabledError(CRM_MESSAGE)
+    if cause is not None:
+        error.__cause__ = cause
+    return error
+
 
 BatchKey = tuple[MarketoObject, str, str, str]  # object, op, action, by
 
@@ -112,6 +123,7 @@ class Coordinator:
         self._on_progress = on_progress
         self._unresolved: collections.OrderedDict[int, Item] = collections.OrderedDict()
         self._last_seq = 0
+        self._depth = 0
 
     def accept(self, item: Item) -> None:
         """Take one record (in input order); rejected ones are recorded at once."""
@@ -120,7 +132,28 @@ class Coordinator:
             self.results.record(item, Outcome("rejected", reasons=(item.rejection,)))
             return
         self._unresolved[item.seq] = item
-        self._add(item)
+        with self._busy():
+            self._add(item)
+
+    def checkpoint(self, *, final: bool) -> None:
+        """Send everything pending and wait for it; with `final`, settle held roles for good.
+
+        A checkpoint requested while the coordinator is busy (singer-sdk drains from its
+        SIGTERM/SIGINT handler, which can interrupt `accept`) does nothing: the STATE emitted
+        afterwards only covers records whose outcome is already recorded, so it stays true.
+        """
+        if self._depth:
+            return
+        with self._busy():
+            self._checkpoint(final=final)
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
 
     def low_watermark(self) -> int:
         """The smallest record number without an outcome (or the next one if all have one)."""
@@ -139,7 +172,7 @@ class Coordinator:
     def _add(self, item: Item) -> None:
         raise NotImplementedError
 
-    def checkpoint(self, *, final: bool) -> None:
+    def _checkpoint(self, *, final: bool) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -266,11 +299,11 @@ class BatchSender:
         key_fields = description.dedupe_fields
         keys = [{name: batch.items[i].payload.get(name) for name in key_fields} for i in doubtful]
         fields = [description.id_field, "createdAt", *key_fields]
-        if len(key_fields) == 1:
+        if len(key_fields) == 1 and not any("," in str(k[key_fields[0]]) for k in keys):
             pages = self.client.query(
                 batch.obj, key_fields[0], [str(k[key_fields[0]]) for k in keys], fields=fields
             )
-        else:
+        else:  # compound keys, or values filterValues cannot carry (a comma)
             pages = self.client.query_by_compound_key(batch.obj, keys, fields=fields)
         found: dict[tuple[Any, ...], dict[str, Any]] = {}
         for page in pages:
@@ -294,6 +327,9 @@ class BatchSender:
 class WriteCoordinator(Coordinator):
     """Sends batches through a thread pool while the main thread keeps reading input."""
 
+    #: Complete roles batches kept back while the current opportunity batch fills.
+    PARKED_ROLE_BATCHES = 4
+
     def __init__(
         self,
         sender: BatchSender,
@@ -314,6 +350,7 @@ class WriteCoordinator(Coordinator):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         self._open: dict[BatchKey, Batch] = {}
+        self._parked: list[Batch] = []  # complete roles batches, oldest first
         self._inflight: dict[concurrent.futures.Future[list[Outcome]], Batch] = {}
         self._inflight_keys: dict[ConflictKey, concurrent.futures.Future[list[Outcome]]] = {}
         self._held: collections.OrderedDict[int, Item] = collections.OrderedDict()
@@ -335,18 +372,24 @@ class WriteCoordinator(Coordinator):
             self._enqueue(item)
         self._pump(final=False)
 
-    def checkpoint(self, *, final: bool) -> None:
-        """Send everything pending and wait for it; with `final`, settle held roles for good."""
+    def _checkpoint(self, *, final: bool) -> None:
         while True:
-            self._pump(final=final)
-            if self._open:
-                # Opportunity syncs, then roles, then opportunity deletes (they cascade to roles).
-                for key in sorted(self._open, key=_submit_order):
-                    if key in self._open:
-                        self._submit(key)
+            self._pump(final=False)
+            # Opportunity syncs, then roles, then opportunity deletes (they cascade to roles).
+            for key in sorted(self._open, key=_submit_order):
+                if key[0] is OPP and key[1] == DELETE:
+                    self._send_parked()
+                if key in self._open:
+                    self._submit(key)
+            self._send_parked()
             self._wait(list(self._inflight))
-            if not self._open and not self._inflight and not self._releasable(final):
-                break
+            if self._open or self._parked or self._inflight or self._releasable(final=False):
+                continue
+            if final and self._held:
+                # Every opportunity of the run is written: roles still held cannot be written.
+                self._pump(final=True)
+                continue
+            break
         self._on_progress()
 
     def close(self) -> None:
@@ -365,18 +408,45 @@ class WriteCoordinator(Coordinator):
                 self._submit(other_key)  # an earlier record for the same key goes first
         batch = self._open.get(key)
         if batch is not None and (batch.conflicts(item) or not batch.fits(item)):
-            self._submit(key)
+            self._close(key)
             batch = None
         if batch is None:
             batch = self._open[key] = Batch(key, max_rows=self.batch_size, max_bytes=self.max_body_bytes)
         batch.add(item)
         if len(batch) >= self.batch_size:
-            self._submit(key)
+            self._close(key)
+
+    def _close(self, key: BatchKey) -> None:
+        """A batch is complete. Roles wait (parked) for the opportunity batch being filled.
+
+        With singer-sdk input (each opportunity's roles just before it) sending every roles
+        batch at once would first flush a part-filled opportunity batch; parking up to
+        PARKED_ROLE_BATCHES lets opportunity batches fill up too.
+        """
+        obj, op = key[0], key[1]
+        if obj is ROLE and op == SYNC:
+            batch = self._open.pop(key)
+            self._parked.append(batch)
+            if sum(len(b) for b in self._parked) > self.PARKED_ROLE_BATCHES * self.batch_size:
+                self._send(self._parked.pop(0))
+            return
+        self._submit(key)
+        if obj is OPP and op == SYNC:
+            self._send_parked()  # their opportunities have just been sent
+
+    def _send_parked(self) -> None:
+        while self._parked:
+            self._send(self._parked.pop(0))
 
     def _submit(self, key: BatchKey) -> None:
         batch = self._open.pop(key, None)
         if batch is None or not batch.items:
             return
+        if batch.obj is ROLE:
+            self._send_parked()  # parked batches are older than any open one
+        self._send(batch)
+
+    def _send(self, batch: Batch) -> None:
         if batch.obj is ROLE:
             self._flush_opportunities()
         elif batch.op == DELETE:
@@ -424,6 +494,9 @@ class WriteCoordinator(Coordinator):
 
         while True:
             keys = [k for k, b in self._open.items() if k[0] is ROLE and concerned(b)]
+            parked = any(concerned(b) for b in self._parked)
+            if parked:
+                self._send_parked()
             for key in keys:
                 self._submit(key)
             flying = [f for f, b in self._inflight.items() if b.obj is ROLE and concerned(b)]
@@ -431,7 +504,7 @@ class WriteCoordinator(Coordinator):
             released = self._release_scan(final=False, only=opportunity_ids)
             for item in released:
                 self._enqueue(item)
-            if not keys and not flying and not released:
+            if not keys and not parked and not flying and not released:
                 return
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -482,7 +555,7 @@ class WriteCoordinator(Coordinator):
                 continue
             self._resolve(item, outcome)
         if crm and not self._aborting:
-            self._abort(CrmSyncEnabledError(CRM_MESSAGE), None)
+            self._abort(crm_error(), None)
 
     def _should_hold(self, batch: Batch, item: Item, outcome: Outcome) -> bool:
         """A role skipped because its opportunity (or lead) is missing, which this run may fix."""
@@ -572,6 +645,7 @@ class WriteCoordinator(Coordinator):
         """Stop the run: record what the calls still in flight answered, then raise."""
         self._aborting = True
         self._open.clear()
+        self._parked.clear()
         if failed is not None:
             self.logger.error(
                 "A %s call for %d records failed; they have no outcome and STATE stays before them",
@@ -588,7 +662,7 @@ class WriteCoordinator(Coordinator):
         self._inflight_keys.clear()
         self.results.sync()
         if isinstance(error, CrmSyncEnabledError) and str(error) != CRM_MESSAGE:
-            raise CrmSyncEnabledError(CRM_MESSAGE) from error
+            raise crm_error(error)
         raise error
 
 

@@ -197,3 +197,18 @@ def test_values_are_written_in_marketo_form() -> None:
     assert written == "2026-01-02T03:04:05+00:00"
     with pytest.raises(ValueTypeError):
         to_api(_field("n", "integer"), True)
+
+
+def test_settings_take_numbers_in_any_json_form() -> None:
+    settings = MarketoSettings.from_config(
+        {
+            "base_url": "https://x.mktorest.com",
+            "client_id": "i",
+            "client_secret": "s",
+            "rate_window_seconds": Decimal("1.5"),
+            "max_calls_per_20s": Decimal("40"),
+        }
+    )
+    assert settings.rate_window_seconds == 1.5
+    assert isinstance(settings.rate_window_seconds, float)
+    assert settings.max_calls_per_20s == 40

@@ -854,10 +854,12 @@ def _hammer(sb: Sandbox, threads: int, calls: int) -> list[str]:
     token = identity(sb).json()["access_token"]
     codes: list[str] = []
     lock = threading.Lock()
+    barrier = threading.Barrier(threads)
 
     def worker() -> None:
         s = requests.Session()
         s.headers["Authorization"] = f"Bearer {token}"
+        barrier.wait(timeout=30)
         for _ in range(calls):
             body = s.get(sb.base_url + "/rest/v1/opportunities/describe.json", timeout=30).json()
             with lock:
@@ -872,7 +874,7 @@ def _hammer(sb: Sandbox, threads: int, calls: int) -> list[str]:
 
 
 def test_concurrency_limit_615(make_sandbox: MakeSandbox) -> None:
-    sb = make_sandbox(concurrency_limit=2, latency_seconds=0.3, rate_limit=None)
+    sb = make_sandbox(concurrency_limit=2, latency_seconds=0.6, rate_limit=None)
     codes = _hammer(sb, threads=5, calls=1)
     assert len(codes) == 5
     assert codes.count("ok") == 2
@@ -884,7 +886,7 @@ def test_concurrency_limit_615(make_sandbox: MakeSandbox) -> None:
 
 
 def test_many_concurrent_clients_no_deadlock(make_sandbox: MakeSandbox) -> None:
-    sb = make_sandbox(concurrency_limit=None, rate_limit=None)
+    sb = make_sandbox(concurrency_limit=None, rate_limit=None, latency_seconds=0.02)
     codes = _hammer(sb, threads=12, calls=8)
     assert codes == ["ok"] * 96
     assert sb.stats()["max_concurrency_seen"] >= 2

@@ -118,9 +118,8 @@ def records_only(catalog: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_lead_id_range_emits_every_role_and_each_linked_opportunity_once(sb: Sandbox) -> None:
-    leads = sb.store.lead_ids()
-    run = run_tap(tap_config(sb, lead_id_range={"start": 1, "end": max(leads)}))
-    assert emitted(run) == expected_for_leads(sb, leads)
+    run = run_tap(tap_config(sb, lead_id_range={"start": 1, "end": 2000}))
+    assert emitted(run) == expected_for_leads(sb, range(1, 2001))
     assert run.records("opportunity_fields")
     assert run.records("opportunity_role_fields")
 
@@ -206,7 +205,9 @@ def test_filter_on_role_field(sb: Sandbox, catalog: dict[str, Any]) -> None:
 def test_several_sources_emit_each_opportunity_once(sb: Sandbox, catalog: dict[str, Any]) -> None:
     leads = list(range(1, 31))
     ext_ids = sorted({r["externalOpportunityId"] for r in sb.store.roles() if r["leadId"] in leads})[:5]
-    run = run_tap(tap_config(sb, lead_ids=leads, external_opportunity_ids=ext_ids), catalog=records_only(catalog))
+    run = run_tap(
+        tap_config(sb, lead_ids=leads, external_opportunity_ids=ext_ids), catalog=records_only(catalog)
+    )
     assert run.error is None
     opp_guids = [r["marketoGUID"] for r in run.records(OPPS)]
     assert len(opp_guids) == len(set(opp_guids))
@@ -338,22 +339,24 @@ def test_deselected_properties_are_not_emitted(sb: Sandbox, catalog: dict[str, A
 
 
 def test_start_date_filters_by_updated_at(sb: Sandbox, catalog: dict[str, Any]) -> None:
-    leads = sb.store.lead_ids()
+    leads = range(1, 2001)
     stamps = sorted(r["updatedAt"] for r in sb.store.roles())
     since = stamps[len(stamps) // 2]
     run = run_tap(
-        tap_config(sb, lead_id_range={"start": 1, "end": max(leads)}, start_date=since),
+        tap_config(sb, lead_id_range={"start": 1, "end": 2000}, start_date=since),
         catalog=records_only(catalog),
     )
     want = expected_for_leads(sb, leads, since=since)
     assert emitted(run) == want
     assert want[ROLES] != expected_for_leads(sb, leads)[ROLES], "start_date should drop some roles"
     # Marketo has no updatedAt filter: every key batch is still queried.
-    assert run.tap.call_figures["key_batch_queries"] == math.ceil(max(leads) / 300)
+    assert run.tap.call_figures["key_batch_queries"] == math.ceil(2000 / 300)
 
 
 def _update(sb: Sandbox, obj: MarketoObject, records: list[dict[str, Any]]) -> None:
-    client = MarketoClient(MarketoSettings.from_config({**sb.connection_settings(), "rate_window_seconds": WINDOW}))
+    client = MarketoClient(
+        MarketoSettings.from_config({**sb.connection_settings(), "rate_window_seconds": WINDOW})
+    )
     with client:
         results = client.sync(obj, records, action="updateOnly")
     assert all(r.status == "updated" for r in results), results
@@ -368,8 +371,16 @@ def test_bookmark_emits_only_records_updated_since(own_sandbox: list[Sandbox]) -
     bookmarks = first.last_state["bookmarks"]
     changed_opp = sorted(first.records(OPPS), key=lambda r: r["updatedAt"])[0]
     changed_role = sorted(first.records(ROLES), key=lambda r: r["updatedAt"])[0]
-    _update(sb, MarketoObject.OPPORTUNITY, [{"externalOpportunityId": changed_opp["externalOpportunityId"], "stage": "Won"}])
-    _update(sb, MarketoObject.OPPORTUNITY_ROLE, [{**{k: changed_role[k] for k in ("externalOpportunityId", "leadId", "role")}, "isPrimary": True}])
+    _update(
+        sb,
+        MarketoObject.OPPORTUNITY,
+        [{"externalOpportunityId": changed_opp["externalOpportunityId"], "stage": "Won"}],
+    )
+    _update(
+        sb,
+        MarketoObject.OPPORTUNITY_ROLE,
+        [{**{k: changed_role[k] for k in ("externalOpportunityId", "leadId", "role")}, "isPrimary": True}],
+    )
 
     second = run_tap(config, catalog=chosen, state=first.last_state)
     for stream, changed in ((OPPS, changed_opp), (ROLES, changed_role)):
@@ -385,8 +396,8 @@ def test_bookmark_emits_only_records_updated_since(own_sandbox: list[Sandbox]) -
 
 def test_resume_after_607_loses_nothing(own_sandbox: list[Sandbox]) -> None:
     sb = start(own_sandbox, bigger())
-    leads = sb.store.lead_ids()
-    config = tap_config(sb, lead_id_range={"start": 1, "end": 1500}, max_concurrent_requests=3)
+    leads = range(1, 1501)
+    config = tap_config(sb, lead_id_range={"start": 1, "end": 1500}, max_concurrent_requests=1)
     chosen = records_only(discover(config))
     sb.reset_stats()
     sb.configure(daily_quota=7)
@@ -412,8 +423,8 @@ def test_resume_after_607_loses_nothing(own_sandbox: list[Sandbox]) -> None:
 
 def test_resume_after_daily_call_budget(own_sandbox: list[Sandbox]) -> None:
     sb = start(own_sandbox, bigger())
-    leads = sb.store.lead_ids()
-    config = tap_config(sb, lead_id_range={"start": 1, "end": 1500}, max_concurrent_requests=2)
+    leads = range(1, 1501)
+    config = tap_config(sb, lead_id_range={"start": 1, "end": 1500}, max_concurrent_requests=1)
     chosen = records_only(discover(config))
     first = run_tap({**config, "daily_call_budget": 6}, catalog=chosen)
     assert isinstance(first.error, SyncStoppedError)
@@ -436,17 +447,28 @@ def test_resumed_run_keeps_the_first_runs_start_as_signpost(own_sandbox: list[Sa
     assert 1 <= done <= 3
     early = next(r for r in first.records(OPPS))  # in a batch that is done
     later_lead = next(r for r in sb.store.roles() if r["leadId"] > 300 * (done + 1) and r["leadId"] < 1400)
-    time.sleep(1.1)
-    _update(sb, MarketoObject.OPPORTUNITY, [{"externalOpportunityId": early["externalOpportunityId"], "stage": "A"}])
-    time.sleep(1.1)
-    _update(sb, MarketoObject.OPPORTUNITY, [{"externalOpportunityId": later_lead["externalOpportunityId"], "stage": "B"}])
     sb.configure(daily_quota=None)
+    time.sleep(1.1)
+    _update(
+        sb,
+        MarketoObject.OPPORTUNITY,
+        [{"externalOpportunityId": early["externalOpportunityId"], "stage": "A"}],
+    )
+    time.sleep(1.1)  # B is updated after A, and B is in a batch the resumed run reads
+    _update(
+        sb,
+        MarketoObject.OPPORTUNITY,
+        [{"externalOpportunityId": later_lead["externalOpportunityId"], "stage": "B"}],
+    )
     second = run_tap(config, catalog=chosen, state=first.last_state)
     assert second.error is None
     assert any(r["stage"] == "B" for r in second.records(OPPS))
     assert second.last_state["bookmarks"][OPPS]["replication_key_value"] <= checkpoint(first)["started_at"]
     third = run_tap(config, catalog=chosen, state=second.last_state)
-    assert any(r["externalOpportunityId"] == early["externalOpportunityId"] and r["stage"] == "A" for r in third.records(OPPS))
+    assert any(
+        r["externalOpportunityId"] == early["externalOpportunityId"] and r["stage"] == "A"
+        for r in third.records(OPPS)
+    )
 
 
 def test_changed_key_source_starts_over(own_sandbox: list[Sandbox]) -> None:
@@ -480,7 +502,7 @@ def test_injected_faults_give_exactly_the_clean_record_set(own_sandbox: list[San
     ]
     sb.configure(faults=faults)
     faulty = run_tap(config, catalog=chosen)
-    assert emitted(faulty) == emitted(clean) == expected_for_leads(sb, sb.store.lead_ids())
+    assert emitted(faulty) == emitted(clean) == expected_for_leads(sb, range(1, 1501))
     assert [(m["stream"], m["record"]["marketoGUID"]) for m in faulty.messages if m["type"] == "RECORD"] == [
         (m["stream"], m["record"]["marketoGUID"]) for m in clean.messages if m["type"] == "RECORD"
     ]
@@ -509,7 +531,9 @@ def test_describe_once_per_object_when_field_streams_run(own_sandbox: list[Sandb
     config = tap_config(sb, lead_ids=[1, 2, 3])
     chosen = discover(config)
     sb.reset_stats()
-    run = run_tap(config, catalog=select(chosen, [*RECORD_STREAMS, "opportunity_fields", "opportunity_role_fields"]))
+    run = run_tap(
+        config, catalog=select(chosen, [*RECORD_STREAMS, "opportunity_fields", "opportunity_role_fields"])
+    )
     assert run.error is None
     endpoints = sb.stats()["calls_by_endpoint"]
     assert endpoints["GET /rest/v1/opportunities/describe.json"] == 1
@@ -517,14 +541,21 @@ def test_describe_once_per_object_when_field_streams_run(own_sandbox: list[Sandb
     fields = {r["name"]: r for r in run.records("opportunity_fields")}
     assert set(fields) == {f.name for f in sb.store.opportunity_schema.fields}
     guid = fields["marketoGUID"]
-    assert guid["isIdField"] is True and guid["isSearchable"] is True and guid["updateable"] is False
+    assert guid["isIdField"] is True
+    assert guid["isSearchable"] is True
+    assert guid["updateable"] is False
     ext = fields["externalOpportunityId"]
-    assert ext["isDedupeField"] is True and ext["displayName"] == "SFDC Oppty Id" and ext["length"] == 50
-    assert fields["region"]["isCustom"] is True and fields["region"]["isSearchable"] is True
+    assert ext["isDedupeField"] is True
+    assert ext["displayName"] == "SFDC Oppty Id"
+    assert ext["length"] == 50
+    assert fields["region"]["isCustom"] is True
+    assert fields["region"]["isSearchable"] is True
     roles = {r["name"]: r for r in run.records("opportunity_role_fields")}
     assert set(roles) == {f.name for f in sb.store.role_schema.fields}
-    assert roles["role"]["isDedupeField"] is True and roles["role"]["isSearchable"] is False
-    assert roles["leadId"]["isSearchable"] is True and roles["leadId"]["dataType"] == "integer"
+    assert roles["role"]["isDedupeField"] is True
+    assert roles["role"]["isSearchable"] is False
+    assert roles["leadId"]["isSearchable"] is True
+    assert roles["leadId"]["dataType"] == "integer"
 
 
 def test_records_come_out_in_a_deterministic_order(own_sandbox: list[Sandbox]) -> None:
@@ -532,7 +563,9 @@ def test_records_come_out_in_a_deterministic_order(own_sandbox: list[Sandbox]) -
     config = tap_config(sb, lead_id_range={"start": 1, "end": 1500}, max_concurrent_requests=5)
     chosen = records_only(discover(config))
     runs = [run_tap(config, catalog=chosen) for _ in range(2)]
-    orders = [[(m["stream"], m["record"]["marketoGUID"]) for m in r.messages if m["type"] == "RECORD"] for r in runs]
+    orders = [
+        [(m["stream"], m["record"]["marketoGUID"]) for m in r.messages if m["type"] == "RECORD"] for r in runs
+    ]
     assert orders[0] == orders[1]
     assert len(orders[0]) > 1000
 
@@ -551,7 +584,9 @@ def test_opportunities_deselected_reads_roles_only(sb: Sandbox, catalog: dict[st
     run = run_tap(tap_config(sb, external_opportunity_ids=ids), catalog=select(catalog, [ROLES]))
     assert run.error is None
     assert not run.records(OPPS)
-    assert run.guids(ROLES) == expected_for_opportunities(sb, lambda o: o["externalOpportunityId"] in ids)[ROLES]
+    assert (
+        run.guids(ROLES) == expected_for_opportunities(sb, lambda o: o["externalOpportunityId"] in ids)[ROLES]
+    )
     assert run.tap.call_figures["follow_up_queries"] == 0
 
 
@@ -563,6 +598,8 @@ def test_stream_maps_apply_to_record_streams(sb: Sandbox, catalog: dict[str, Any
             ROLES: {"__filter__": "record['isPrimary'] == True", "lead": "leadId"},
             OPPS: {"__alias__": "deals"},
         },
+        flattening_enabled=True,
+        flattening_max_depth=1,
     )
     run = run_tap(config, catalog=records_only(catalog))
     assert run.error is None
@@ -607,14 +644,17 @@ def test_config_errors_name_the_setting(sb: Sandbox, tmp_path: Path) -> None:
 
     with pytest.raises(ConfigValidationError, match="lead_id_range"):
         run_tap(tap_config(sb, lead_id_range={"start": 10, "end": 2}))
-    with pytest.raises(ConfigValidationError, match="filters"):
+    with pytest.raises(ConfigValidationError) as raised:
         run_tap(tap_config(sb, filters=[{"object": "lead", "field": "x", "values": [1]}]))
+    assert any("lead" in error for error in raised.value.errors)
     missing = run_tap(tap_config(sb, lead_ids_file=str(tmp_path / "missing.csv")))
-    assert missing.error is not None and "lead_ids_file" in str(missing.error)
+    assert missing.error is not None
+    assert "lead_ids_file" in str(missing.error)
     bad = tmp_path / "bad.csv"
     bad.write_text("leadId\n1\nabc\n")
     broken = run_tap(tap_config(sb, lead_ids_file=str(bad)), catalog=None)
-    assert broken.error is not None and "abc" in str(broken.error)
+    assert broken.error is not None
+    assert "abc" in str(broken.error)
 
 
 def test_settings_have_titles_and_descriptions() -> None:
@@ -625,3 +665,77 @@ def test_settings_have_titles_and_descriptions() -> None:
         assert prop.get("title"), name
         assert prop.get("description"), name
     assert json.dumps(props)  # plain JSON
+
+
+def test_internal_stream_is_never_emitted_even_if_a_catalog_selects_it(
+    sb: Sandbox, catalog: dict[str, Any]
+) -> None:
+    from tap_marketo_opps.schemas import KEY_BATCHES_SCHEMA
+
+    crafted = records_only(catalog)
+    crafted["streams"].append(
+        {
+            "tap_stream_id": "key_batches",
+            "stream": "key_batches",
+            "schema": KEY_BATCHES_SCHEMA,
+            "key_properties": ["source", "batch"],
+            "metadata": [{"breadcrumb": [], "metadata": {"selected": True}}],
+        }
+    )
+    run = run_tap(tap_config(sb, lead_ids=[1, 2, 3]), catalog=crafted)
+    assert emitted(run) == expected_for_leads(sb, [1, 2, 3])
+    assert "key_batches" not in run.streams("SCHEMA") + run.streams("RECORD")
+
+
+def test_connection_test_emits_at_most_one_record_per_stream(sb: Sandbox) -> None:
+    import contextlib
+    import io
+
+    from tap_marketo_opps.tap import TapMarketoOpps
+
+    tap = TapMarketoOpps(config=tap_config(sb, lead_ids=[1, 2, 3, 4, 5]), parse_env_config=False)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert tap.run_connection_test()
+    records = Counter(
+        json.loads(line)["stream"] for line in out.getvalue().splitlines() if '"RECORD"' in line
+    )
+    assert set(records) == {OPPS, ROLES, "opportunity_fields", "opportunity_role_fields"}
+    assert max(records.values()) == 1
+    assert "checkpoint" not in out.getvalue()
+
+
+def test_batch_messages_carry_the_same_records(sb: Sandbox, catalog: dict[str, Any], tmp_path: Path) -> None:
+    import gzip
+
+    config = tap_config(
+        sb,
+        lead_ids=list(range(1, 41)),
+        batch_config={
+            "encoding": {"format": "jsonl", "compression": "gzip"},
+            "storage": {"root": f"file://{tmp_path}"},
+        },
+    )
+    run = run_tap(config, catalog=records_only(catalog))
+    assert run.error is None
+    found: dict[str, set[str]] = {OPPS: set(), ROLES: set()}
+    for message in run.messages:
+        assert message["type"] != "RECORD"
+        if message["type"] == "BATCH":
+            for url in message["manifest"]:
+                with gzip.open(url.removeprefix("file://"), "rt") as handle:
+                    found[message["stream"]] |= {json.loads(line)["marketoGUID"] for line in handle}
+    assert found == expected_for_leads(sb, range(1, 41))
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [{"trailing_empty_page": True}, {"emit_more_result": False}],
+    ids=["trailing-empty", "no-moreResult"],
+)
+def test_paging_variants_return_every_role(own_sandbox: list[Sandbox], behaviour: dict[str, bool]) -> None:
+    sb = start(own_sandbox, small(**behaviour))
+    counts = Counter(r["leadId"] for r in sb.store.roles())
+    heavy = max(counts, key=lambda lead: counts[lead])
+    run = run_tap(tap_config(sb, lead_ids=[heavy, 1, 2]), catalog=records_only(discover(tap_config(sb))))
+    assert emitted(run) == expected_for_leads(sb, [heavy, 1, 2])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
+from contextlib import redirect_stdout
 from decimal import Decimal
 from pathlib import Path
 
@@ -118,7 +120,7 @@ def test_validator_names_the_field() -> None:
 
 
 def test_an_invalid_schema_stops_at_the_schema_message() -> None:
-    with pytest.raises(InvalidJSONSchema, match="minimum"):
+    with pytest.raises(InvalidJSONSchema, match="invalid schema"):
         RecordValidator({"type": "object", "properties": {"n": {"type": "integer", "minimum": "x"}}})
 
 
@@ -310,3 +312,18 @@ def test_results_file_lines_and_summary(tmp_path: Path) -> None:
     assert summary[0] == "Results for stream 'opportunities': skipped 7"
     assert summary[1].startswith("Reason 1004 (reported by Marketo) x7")
     assert summary[1].count("opportunities {") == 5  # up to five example keys
+
+
+def test_a_run_without_records_passes_state_and_leaves_an_empty_results_file(tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    target = TargetMarketoOpps(config={**CONNECTION, "results_path": str(results)})
+    lines = [
+        {"type": "SCHEMA", "stream": "opportunities", "schema": {"properties": {}}, "key_properties": []},
+        {"type": "STATE", "value": {"empty": True}},
+        {"type": "STATE", "value": {}},
+    ]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        target.listen(file_input=io.StringIO("".join(json.dumps(m) + "\n" for m in lines)))
+    assert out.getvalue() == '{"empty": true}\n'  # an empty state is never emitted
+    assert results.read_text() == ""

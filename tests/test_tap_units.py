@@ -1,0 +1,187 @@
+"""Unit tests of tap-marketo-opps parts that need no Marketo: key files, plans, types, seen-set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from singer_sdk.exceptions import ConfigValidationError
+
+from marketo_api import FieldDescription, MarketoObject
+from marketo_api.datatypes import KNOWN_TYPES, json_schema_for_field
+from tap_marketo_opps.keys import key_sources
+from tap_marketo_opps.pipeline import make_plan
+from tap_marketo_opps.schemas import RecordCoercer, coercion_field
+from tap_marketo_opps.seen import SeenSet
+
+OPP = MarketoObject.OPPORTUNITY
+ROLE = MarketoObject.OPPORTUNITY_ROLE
+
+
+def values(config: dict) -> list[list]:
+    return [list(source.values()) for source in key_sources(config)]
+
+
+def test_sources_run_in_a_fixed_order_with_their_fields(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("A-1\nA-2\n")
+    leads = tmp_path / "leads.txt"
+    leads.write_text("7\n")
+    config = {
+        "filters": [{"object": "opportunity_role", "field": "leadId", "values": [5]}],
+        "lead_id_range": {"start": 3, "end": 5},
+        "lead_ids_file": str(leads),
+        "lead_ids": [1, "2"],
+        "external_opportunity_ids_file": str(ids),
+        "external_opportunity_ids": [" X-1 "],
+    }
+    sources = key_sources(config)
+    assert [(s.name, s.obj, s.field) for s in sources] == [
+        ("external_opportunity_ids", OPP, "externalOpportunityId"),
+        ("external_opportunity_ids_file", OPP, "externalOpportunityId"),
+        ("lead_ids", ROLE, "leadId"),
+        ("lead_ids_file", ROLE, "leadId"),
+        ("lead_id_range", ROLE, "leadId"),
+        ("filters[0]", ROLE, "leadId"),
+    ]
+    assert values(config) == [["X-1"], ["A-1", "A-2"], [1, 2], [7], [3, 4, 5], [5]]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("OPP-1\nOPP-2\n", ["OPP-1", "OPP-2"]),
+        ("externalOpportunityId\nOPP-1\n\nOPP-2\n", ["OPP-1", "OPP-2"]),
+        ("\ufeffExternal_Opportunity_Id\r\nOPP-1\r\nOPP-2\r\n", ["OPP-1", "OPP-2"]),
+        ('name,externalOpportunityId\n"Smith, Jones",OPP-1\nX,OPP-2\nY,\n', ["OPP-1", "OPP-2"]),
+        ("id\tname\nOPP-1\tA\n", ["OPP-1"]),
+        ("", []),
+    ],
+    ids=["plain", "header", "bom-crlf", "csv-quoted", "tsv", "empty"],
+)
+def test_external_id_files(tmp_path: Path, content: str, expected: list[str]) -> None:
+    path = tmp_path / "ids"
+    path.write_bytes(content.encode())
+    assert values({"external_opportunity_ids_file": str(path)}) == [expected]
+
+
+def test_csv_without_a_key_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ids.csv"
+    path.write_text("name,amount\nA,1\n")
+    with pytest.raises(ConfigValidationError, match="no key column"):
+        values({"external_opportunity_ids_file": str(path)})
+
+
+def test_lead_file_rejects_a_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "leads.txt"
+    path.write_text("1\n2\nx3\n")
+    with pytest.raises(ConfigValidationError, match="x3"):
+        values({"lead_ids_file": str(path)})
+
+
+def test_key_files_are_read_lazily(tmp_path: Path) -> None:
+    path = tmp_path / "leads.txt"
+    path.write_text("".join(f"{i}\n" for i in range(1, 100_001)))
+    iterator = key_sources({"lead_ids_file": str(path)})[0].values()
+    assert next(iterator) == 1  # nothing else was parsed yet; the file handle streams lines
+    assert sum(1 for _ in iterator) == 99_999
+
+
+def test_scan_fingerprint_depends_on_the_keys() -> None:
+    first = key_sources({"lead_ids": [1, 2, 3]})[0].scan()
+    same = key_sources({"lead_ids": [1, 2, 3]})[0].scan()
+    other = key_sources({"lead_ids": [1, 2, 4]})[0].scan()
+    assert first == same
+    assert first[0] == other[0] == 3
+    assert first[1] != other[1]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"lead_ids": [0]},
+        {"lead_ids": [True]},
+        {"external_opportunity_ids": ["a,b"]},
+        {"lead_id_range": {"start": 5}},
+        {"filters": [{"object": "opportunity", "field": "", "values": ["x"]}]},
+        {"filters": [{"object": "opportunity", "field": "region", "values": []}]},
+    ],
+)
+def test_malformed_sources_are_refused(config: dict) -> None:
+    with pytest.raises(ConfigValidationError):
+        key_sources(config)
+
+
+def test_plans_ask_only_for_what_the_selection_needs() -> None:
+    opp_fields = ("marketoGUID", "name")
+    role_fields = ("marketoGUID", "leadId")
+    both = make_plan(ROLE, "leadId", opportunity_fields=opp_fields, role_fields=role_fields)
+    assert both is not None
+    assert (both.primary, both.emit_primary, both.follow_up) == (ROLE, True, OPP)
+    assert both.primary_fields == ("marketoGUID", "leadId", "externalOpportunityId")
+    opps_only = make_plan(ROLE, "leadId", opportunity_fields=opp_fields, role_fields=None)
+    assert opps_only is not None
+    assert (opps_only.primary, opps_only.emit_primary, opps_only.primary_fields) == (
+        ROLE,
+        False,
+        ("externalOpportunityId",),
+    )
+    roles_only = make_plan(OPP, "externalOpportunityId", opportunity_fields=None, role_fields=role_fields)
+    assert roles_only is not None
+    assert (roles_only.primary, roles_only.follow_up, roles_only.dedupe) == (ROLE, None, False)
+    company_roles = make_plan(OPP, "externalCompanyId", opportunity_fields=None, role_fields=role_fields)
+    assert company_roles is not None
+    assert (company_roles.primary, company_roles.emit_primary, company_roles.follow_up) == (OPP, False, ROLE)
+    assert make_plan(OPP, "x", opportunity_fields=None, role_fields=None) is None
+
+
+@pytest.mark.parametrize("data_type", sorted(KNOWN_TYPES | {"formula"}))
+def test_coercion_from_the_catalog_schema_matches_the_data_type(data_type: str) -> None:
+    """Reading a value through the catalog schema gives what reading it by dataType gives."""
+    described = FieldDescription("f", "F", data_type, 20, True)
+    prop = json_schema_for_field(described)
+    field = coercion_field("f", prop)
+    samples = {
+        "integer": "42",
+        "score": 7,
+        "percent": "15",
+        "float": "0.1",
+        "currency": "1604.47",
+        "boolean": "true",
+        "date": "2024-02-29",
+        "datetime": "2024-02-29T10:00:00Z",
+    }
+    value = samples.get(data_type, "text")
+    coercer = RecordCoercer("s", {"properties": {"f": prop}})
+    from marketo_api.datatypes import from_api
+
+    assert coercer.coerce({"f": value}, ("f",)) == {"f": from_api(described, value)}
+    assert field.length == (20 if "maxLength" in prop else None)
+
+
+def test_a_bad_value_becomes_null_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    coercer = RecordCoercer("s", {"properties": {"n": {"type": ["integer", "null"]}}})
+    assert coercer.coerce({"n": "1.5", "marketoGUID": "g"}, ("n", "missing")) == {"n": None, "missing": None}
+    assert coercer.bad_values == {"n": 1}
+    assert "cannot read" in caplog.text
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc")
+def test_seen_set_memory_stays_flat() -> None:
+    with SeenSet() as seen:
+        assert seen.add_new(["a", "b", "a"]) == ["a", "b"]
+        assert seen.add_new(["b", "c"]) == ["c"]
+        before = _rss_mb()
+        for start in range(0, 200_000, 2_000):
+            seen.add_new(f"OPP-{i:010d}-padding" for i in range(start, start + 2_000))
+        grown = _rss_mb() - before
+        assert len(seen) == 200_003
+        # A Python set of these ids would take about 25 MB more; the SQLite file takes ~0.
+        assert grown < 10, f"RSS grew by {grown:.1f} MB"
+        assert seen.add_new(["OPP-0000000001-padding", "new"]) == ["new"]

@@ -1,0 +1,242 @@
+"""target-marketo-opps as a command: crash and rerun, exit codes, messages, --about."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from test_target_support import (
+    SAMPLE,
+    deleted,
+    opp,
+    opp_schema,
+    record,
+    role,
+    role_schema,
+    singer_text,
+    state,
+    store_snapshot,
+    target_config,
+)
+
+from marketo_sandbox import Sandbox
+
+SandboxFactory = Callable[..., Sandbox]
+EXECUTABLE = str(Path(sys.executable).parent / "target-marketo-opps")
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def run_cli(config: Path, input_path: Path, stdout: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    with input_path.open("rb") as source, stdout.open("wb") as out:
+        return subprocess.run(
+            [EXECUTABLE, "--config", str(config)],
+            stdin=source,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            check=False,
+            text=True,
+            timeout=120,
+            **kwargs,
+        )
+
+
+def results_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def crash_input(seeded: list[str]) -> list[dict[str, Any]]:
+    """200 opportunities with 2 roles each (roles first), plus updates and deletes of seeded data."""
+    messages: list[dict[str, Any]] = []
+    for n in range(1, 201):
+        messages.append(role_schema())
+        messages += [
+            role(f"K-{n:03d}", 1 + (n + i * 7) % 60, f"Role {i}", isPrimary=i == 0) for i in range(2)
+        ]
+        messages += [opp_schema(), opp(f"K-{n:03d}", amount=n * 1.25, stage="Qualification")]
+        if n % 20 == 0:
+            messages.append(state({"bookmark": n}))
+        if n == 100:
+            messages += [
+                opp(seeded[0], name="Renamed by the run"),
+                deleted(record("opportunities", {"externalOpportunityId": seeded[1]})),
+            ]
+    messages += [opp("K-007", stage="Closed Won"), deleted(role("K-008", 1 + (8 + 7) % 60, "Role 1"))]
+    messages.append(state({"bookmark": "end"}))
+    return messages
+
+
+def test_a_crash_then_a_rerun_leaves_marketo_as_a_clean_run(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    crashed = make_sandbox(opportunities=5, leads=60, heavy_leads=0, latency_seconds=0.03, rate_limit=None)
+    clean = make_sandbox(opportunities=5, leads=60, heavy_leads=0, rate_limit=None)
+    assert store_snapshot(crashed) == store_snapshot(clean)
+    initial = len(clean.store.opportunities())
+    seeded = [row["externalOpportunityId"] for row in clean.store.opportunities()[:2]]
+    source = tmp_path / "input.singer"
+    source.write_text(singer_text(crash_input(seeded)), encoding="utf-8")
+    records = sum(1 for line in source.read_text().splitlines() if json.loads(line)["type"] == "RECORD")
+    settings = {"batch_size_rows": 10, "max_concurrent_requests": 2, "max_calls_per_20s": 100}
+
+    # 1. Killed (SIGKILL) in the middle of the run.
+    first = write_config(tmp_path / "first.json", target_config(crashed, tmp_path, **settings))
+    first_results = Path(json.loads(first.read_text())["results_path"])
+    first_out = tmp_path / "first.out"
+    with source.open("rb") as stdin, first_out.open("wb") as stdout:
+        process = subprocess.Popen(
+            [EXECUTABLE, "--config", str(first)], stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            writes = sum(
+                v
+                for k, v in crashed.stats()["calls_by_endpoint"].items()
+                if k.startswith("POST /rest/v1/opportunities")
+            )
+            if writes >= 12:
+                break
+            time.sleep(0.01)
+        process.kill()
+        process.wait(timeout=30)
+    assert process.returncode == -9, "the run finished before it could be killed"
+    created = len(crashed.store.opportunities()) - initial
+    assert 0 < created < 200, created
+    # Every STATE it printed was covered by result lines already on disk.
+    written = {row["record"] for row in results_of(first_results)}
+    positions = _records_before_states(source)
+    for line in first_out.read_text().splitlines():
+        assert set(range(1, positions[json.dumps(json.loads(line))] + 1)) <= written
+
+    # 2. The same input again, then 3. a clean run on a second sandbox.
+    crashed.configure(latency_seconds=0)
+    second = write_config(tmp_path / "second.json", target_config(crashed, tmp_path, **settings))
+    rerun = run_cli(second, source, tmp_path / "second.out")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    once = write_config(tmp_path / "clean.json", target_config(clean, tmp_path, **settings))
+    complete = run_cli(once, source, tmp_path / "clean.out")
+    assert complete.returncode == 0, complete.stderr[-2000:]
+
+    assert store_snapshot(crashed) == store_snapshot(clean)
+    assert len(clean.store.opportunities()) == initial + 200 - 1
+    rerun_results = results_of(Path(json.loads(second.read_text())["results_path"]))
+    assert sorted(row["record"] for row in rerun_results) == list(range(1, records + 1))
+    assert (tmp_path / "second.out").read_text().splitlines()[-1] == '{"bookmark": "end"}'
+
+
+def test_sigterm_exits_cleanly_with_a_truthful_state(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    slow = make_sandbox(opportunities=5, leads=60, heavy_leads=0, latency_seconds=0.03, rate_limit=None)
+    seeded = [row["externalOpportunityId"] for row in slow.store.opportunities()[:2]]
+    source = tmp_path / "input.singer"
+    source.write_text(singer_text(crash_input(seeded)), encoding="utf-8")
+    config = target_config(slow, tmp_path, batch_size_rows=10, max_concurrent_requests=2)
+    path = write_config(tmp_path / "c.json", config)
+    out = tmp_path / "out"
+    with source.open("rb") as stdin, out.open("wb") as stdout:
+        process = subprocess.Popen(
+            [EXECUTABLE, "--config", str(path)], stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if (
+                sum(
+                    v
+                    for k, v in slow.stats()["calls_by_endpoint"].items()
+                    if k.startswith("POST /rest/v1/opp")
+                )
+                >= 15
+            ):
+                break
+            time.sleep(0.01)
+        process.terminate()
+        process.wait(timeout=60)
+    assert process.returncode == 0
+    written = {row["record"] for row in results_of(Path(config["results_path"]))}
+    positions = _records_before_states(source)
+    for line in out.read_text().splitlines():
+        assert set(range(1, positions[json.dumps(json.loads(line))] + 1)) <= written
+
+
+def _records_before_states(source: Path) -> dict[str, int]:
+    seen, positions = 0, {}
+    for line in source.read_text().splitlines():
+        message = json.loads(line)
+        if message["type"] == "RECORD":
+            seen += 1
+        elif message["type"] == "STATE":
+            positions[json.dumps(message["value"])] = seen
+    return positions
+
+
+def test_crm_sync_gives_one_error_line_and_exit_1(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    crm = make_sandbox(opportunities=5, leads=60, heavy_leads=0, crm_sync=True)
+    source = tmp_path / "in.singer"
+    source.write_text(singer_text([opp_schema(), opp("C-1"), state({"s": 1})]), encoding="utf-8")
+    config = write_config(tmp_path / "c.json", target_config(crm, tmp_path))
+    done = run_cli(config, source, tmp_path / "out")
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1
+    assert "CRM sync makes Opportunities and Opportunity Roles read-only in Marketo" in errors[0]
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "out").read_text() == ""  # no STATE
+
+
+def test_rejections_over_the_limit_exit_1_after_every_result(sandbox: Sandbox, tmp_path: Path) -> None:
+    config = target_config(sandbox, tmp_path)
+    del config["max_rejections"]  # the default: 0
+    path = write_config(tmp_path / "c.json", config)
+    done = run_cli(path, SAMPLE, tmp_path / "out")
+    assert done.returncode == 1
+    assert "records were rejected or skipped, more than max_rejections=0" in done.stderr
+    records = sum(1 for line in SAMPLE.read_text().splitlines() if json.loads(line)["type"] == "RECORD")
+    assert len(results_of(Path(config["results_path"]))) == records
+    assert json.loads((tmp_path / "out").read_text().splitlines()[-1]) == {
+        "bookmarks": {"opportunities": {"last_id": "DEMO-0023"}}
+    }
+    assert sandbox.store.opportunity("DEMO-0020") is not None
+
+
+def test_id_field_without_update_only_is_refused_by_the_cli(tmp_path: Path) -> None:
+    config = {
+        "base_url": "http://127.0.0.1:9",
+        "client_id": "a",
+        "client_secret": "b",
+        "dedupe_by": "idField",
+    }
+    path = write_config(tmp_path / "c.json", config)
+    source = tmp_path / "empty.singer"
+    source.write_text("", encoding="utf-8")
+    done = run_cli(path, source, tmp_path / "out")
+    assert done.returncode == 1
+    assert "dedupe_by idField" in done.stderr
+    assert "updateOnly" in done.stderr
+
+
+def test_about_describes_every_setting() -> None:
+    done = subprocess.run(
+        [EXECUTABLE, "--about", "--format", "json"], capture_output=True, text=True, check=True
+    )
+    about = json.loads(done.stdout)
+    assert about["name"] == "target-marketo-opps"
+    properties = about["settings"]["properties"]
+    for name in (
+        "action",
+        "dedupe_by",
+        "batch_size_rows",
+        "stream_objects",
+        "results_path",
+        "max_rejections",
+    ):
+        assert properties[name]["description"], name
+    assert properties["action"]["enum"] == ["createOrUpdate", "createOnly", "updateOnly"]
+    assert properties["max_rejections"]["default"] == 0
+    assert "Opportunities" in about["description"]

@@ -1,0 +1,627 @@
+"""target-marketo-opps against the sandbox over HTTP, in-process (STATE captured from stdout)."""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_target_support import (
+    SAMPLE,
+    deleted,
+    opp,
+    opp_schema,
+    record,
+    role,
+    role_schema,
+    run_target,
+    schema,
+    state,
+    store_snapshot,
+    target_config,
+)
+
+from marketo_api import CrmSyncEnabledError, MarketoClient, MarketoObject, Reason, RecordResult
+from marketo_sandbox import Fault, Sandbox
+from target_marketo_opps.target import TargetMarketoOpps, TooManyRejectionsError, UnknownStreamError
+
+SandboxFactory = Callable[..., Sandbox]
+
+
+@pytest.fixture
+def sb(make_sandbox: SandboxFactory) -> Sandbox:
+    return make_sandbox(opportunities=5, leads=60, heavy_leads=0)
+
+
+def config(sb: Sandbox, tmp_path: Path, **settings: Any) -> dict[str, Any]:
+    return target_config(sb, tmp_path, max_calls_per_20s=100, **settings)
+
+
+def write_calls(sb: Sandbox) -> dict[str, int]:
+    return {
+        k: v
+        for k, v in sb.stats()["calls_by_endpoint"].items()
+        if k.startswith("POST") and "identity" not in k and "_method" not in k
+    }
+
+
+# ---- actions x dedupe modes ---------------------------------------------------------------
+
+
+def test_create_then_update_writes_exact_values(sb: Sandbox, tmp_path: Path) -> None:
+    messages = [
+        role_schema(),
+        role("A-1", 3, "Champion", isPrimary=True, externalCreatedDate="2026-01-05T12:00:00-05:00"),
+        opp_schema(),
+        opp(
+            "A-1",
+            amount=1234.5,
+            quantity=0.1,
+            probability=40,
+            closeDate="2026-03-01",
+            externalCreatedDate="2026-03-01T10:00:00+02:00",
+            isWon=True,
+        ),
+        state({"n": 1}),
+    ]
+    first = run_target(config(sb, tmp_path), messages)
+    stored = sb.store.opportunity("A-1")
+    assert stored is not None
+    assert stored["amount"] == "1234.50"
+    assert stored["quantity"] == pytest.approx(0.1)
+    assert (stored["probability"], stored["closeDate"], stored["isWon"]) == (40, "2026-03-01", True)
+    assert stored["externalCreatedDate"] == "2026-03-01T08:00:00Z"
+    stored_role = sb.store.role("A-1", 3, "Champion")
+    assert stored_role is not None
+    assert stored_role["externalCreatedDate"] == "2026-01-05T17:00:00Z"
+    assert [r["status"] for r in first.results if r["stream"] == "opportunities"] == ["created"]
+    assert first.by_record()[2]["marketoGUID"] == stored["marketoGUID"]
+    assert first.by_record()[1]["marketoGUID"] == stored_role["marketoGUID"]
+    assert first.states == [{"n": 1}]
+
+    second = run_target(
+        config(sb, tmp_path), [opp_schema(), opp("A-1", stage="Won"), role_schema(), role("A-1", 3)]
+    )
+    assert second.statuses() == {"updated": 2}
+    stored = sb.store.opportunity("A-1")
+    assert stored is not None
+    assert (stored["stage"], stored["amount"]) == ("Won", "1234.50")
+
+
+def test_create_only_skips_existing_records(sb: Sandbox, tmp_path: Path) -> None:
+    run_target(config(sb, tmp_path), [opp_schema(), opp("A-1"), role_schema(), role("A-1", 3)])
+    run = run_target(
+        config(sb, tmp_path, action="createOnly", max_rejections=0),
+        [opp_schema(), opp("A-1", name="Changed"), opp("A-2"), role_schema(), role("A-1", 3), role("A-2", 4)],
+    )
+    assert [run.status_of(n) for n in (1, 2, 3, 4)] == ["skipped", "created", "skipped", "created"]
+    assert run.reason_codes(1) == ["1017"]
+    assert run.reason_codes(3) == ["1017"]
+    stored = sb.store.opportunity("A-1")
+    assert stored is not None
+    assert stored["name"] == "Opportunity A-1"
+
+
+def test_update_only_by_dedupe_fields(sb: Sandbox, tmp_path: Path) -> None:
+    run_target(config(sb, tmp_path), [opp_schema(), opp("A-1")])
+    run = run_target(
+        config(sb, tmp_path, action="updateOnly"),
+        [opp_schema(), opp("A-1", stage="Won"), opp("A-404"), role_schema(), role("A-1", 3)],
+    )
+    assert [run.status_of(n) for n in (1, 2, 3)] == ["updated", "skipped", "skipped"]
+    assert run.reason_codes(2) == ["1004"]
+    assert run.reason_codes(3) == ["1004"]
+    assert sb.store.opportunity("A-404") is None
+    assert sb.store.role("A-1", 3, "Champion") is None
+
+
+def test_update_only_by_id_field(sb: Sandbox, tmp_path: Path) -> None:
+    run_target(config(sb, tmp_path), [opp_schema(), opp("A-1"), role_schema(), role("A-1", 3)])
+    opp_guid = sb.store.opportunity("A-1")["marketoGUID"]  # type: ignore[index]
+    role_guid = sb.store.role("A-1", 3, "Champion")["marketoGUID"]  # type: ignore[index]
+    run = run_target(
+        config(sb, tmp_path, action="updateOnly", dedupe_by="idField"),
+        [
+            opp_schema(),
+            record("opportunities", {"marketoGUID": opp_guid, "stage": "Negotiation"}),
+            record("opportunities", {"marketoGUID": "00000000-0000-4000-8000-000000000000", "stage": "x"}),
+            record("opportunities", {"externalOpportunityId": "A-1", "stage": "y"}),
+            role_schema(),
+            record("opportunity_roles", {"marketoGUID": role_guid, "isPrimary": True}),
+        ],
+    )
+    assert [run.status_of(n) for n in (1, 2, 3, 4)] == ["updated", "skipped", "rejected", "updated"]
+    assert run.reason_codes(2) == ["1004"]
+    assert run.reason_codes(3) == ["missing_key"]
+    assert run.by_record()[1]["marketoGUID"] == opp_guid
+    assert sb.store.opportunity("A-1")["stage"] == "Negotiation"  # type: ignore[index]
+    assert sb.store.role("A-1", 3, "Champion")["isPrimary"] is True  # type: ignore[index]
+
+
+def test_deletes(sb: Sandbox, tmp_path: Path) -> None:
+    setup = [opp_schema(), opp("A-1"), opp("A-2"), opp("A-3"), role_schema()]
+    setup += [role("A-3", 3, "Champion"), role("A-3", 4, "Champion"), role("A-3", 5, "Champion")]
+    run_target(config(sb, tmp_path), setup)
+    a2_guid = sb.store.opportunity("A-2")["marketoGUID"]  # type: ignore[index]
+    role_guid = sb.store.role("A-3", 4, "Champion")["marketoGUID"]  # type: ignore[index]
+    run = run_target(
+        config(sb, tmp_path),
+        [
+            opp_schema(),
+            deleted(record("opportunities", {"externalOpportunityId": "A-1"})),
+            deleted(record("opportunities", {"marketoGUID": a2_guid})),
+            deleted(record("opportunities", {"externalOpportunityId": "A-404"})),
+            role_schema(),
+            deleted(role("A-3", 3)),
+            deleted(record("opportunity_roles", {"marketoGUID": role_guid})),
+            deleted(record("opportunity_roles", {"leadId": 5, "role": "Champion"})),
+        ],
+    )
+    assert [run.status_of(n) for n in range(1, 7)] == [
+        "deleted",
+        "deleted",
+        "skipped",
+        "deleted",
+        "deleted",
+        "rejected",
+    ]
+    assert run.reason_codes(3) == ["1013"]
+    assert run.reason_codes(6) == ["missing_key"]
+    assert {r["action"] for r in run.results} == {"delete"}
+    assert sb.store.opportunity("A-1") is None
+    assert sb.store.opportunity("A-2") is None
+    assert sb.store.role("A-3", 3, "Champion") is None
+    assert sb.store.role("A-3", 4, "Champion") is None
+    assert sb.store.role("A-3", 5, "Champion") is not None
+    assert write_calls(sb)["POST /rest/v1/opportunities/delete.json"] == 2  # by key, then by id
+
+
+# ---- ordering -----------------------------------------------------------------------------
+
+
+def sdk_style(count: int, roles_each: int = 3, prefix: str = "P") -> list[dict[str, Any]]:
+    """Children before parents, as singer-sdk taps emit them, with STATE every few parents."""
+    messages: list[dict[str, Any]] = []
+    for n in range(1, count + 1):
+        messages.append(role_schema())
+        messages += [role(f"{prefix}-{n}", 1 + (n * 5 + i) % 60, f"Role {i}") for i in range(roles_each)]
+        messages += [opp_schema(), opp(f"{prefix}-{n}", amount=n * 10)]
+        if n % 4 == 0:
+            messages.append(state({"parents": n}))
+    return messages
+
+
+def test_roles_before_their_opportunities_are_written_after_them(sb: Sandbox, tmp_path: Path) -> None:
+    messages = sdk_style(12)
+    run = run_target(config(sb, tmp_path, batch_size_rows=4), messages)
+    assert run.statuses() == {"created": 48}
+    for n in range(1, 13):
+        for i in range(3):
+            assert sb.store.role(f"P-{n}", 1 + (n * 5 + i) % 60, f"Role {i}") is not None
+    assert run.states[-1] == {"parents": 12}
+    assert run.states == sorted(run.states, key=lambda s: s["parents"])
+
+
+def test_a_role_whose_opportunity_comes_much_later_waits_for_it(sb: Sandbox, tmp_path: Path) -> None:
+    messages = [
+        role_schema(),
+        role("LATE", 3),
+        state({"s": 1}),
+        opp_schema(),
+        *[opp(f"F-{n}") for n in range(6)],
+        state({"s": 2}),
+        opp("LATE"),
+        state({"s": 3}),
+    ]
+    run = run_target(config(sb, tmp_path, batch_size_rows=1), messages)
+    assert run.status_of(1) == "created"
+    assert run.by_record()[1]["reasons"] == []
+    assert sb.stats()["record_errors_by_code"].get("1004") == 1  # tried early, held, sent again
+    # {"s": 1} waited for the held role (record 1): when it was emitted, record 1 was on disk.
+    assert run.states[-1] == {"s": 3}
+    for emitted, done in run.state_snapshots:
+        needed = {"s": {1: 1, 2: 7, 3: 8}}["s"][emitted["s"]]
+        assert set(range(1, needed + 1)) <= done
+
+
+def test_roles_that_cannot_be_written_are_reported_after_all_opportunities(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    messages = [
+        role_schema(),
+        role("NOPE", 3),
+        role("B-1", 99999),
+        role("B-1", 4),
+        opp_schema(),
+        opp("B-1"),
+    ]
+    run = run_target(config(sb, tmp_path, batch_size_rows=1), messages)
+    assert [run.status_of(n) for n in (1, 2, 3, 4)] == ["skipped", "skipped", "created", "created"]
+    assert run.by_record()[1]["reasons"][0]["message"] == "Opportunity 'NOPE' not found"
+    assert run.by_record()[2]["reasons"][0]["message"] == "Lead '99999' not found"
+
+
+def test_an_opportunity_delete_waits_for_the_roles_given_before_it(sb: Sandbox, tmp_path: Path) -> None:
+    messages = [
+        role_schema(),
+        role("D-1", 3),
+        opp_schema(),
+        opp("D-1"),
+        deleted(record("opportunities", {"externalOpportunityId": "D-1"})),
+    ]
+    run = run_target(config(sb, tmp_path), messages)
+    assert [run.status_of(n) for n in (1, 2, 3)] == ["created", "created", "deleted"]
+    assert sb.store.role("D-1", 3, "Champion") is None  # removed with its opportunity
+
+
+def test_records_with_the_same_key_are_applied_in_input_order(sb: Sandbox, tmp_path: Path) -> None:
+    messages = [
+        opp_schema(),
+        opp("K-1", stage="one"),
+        opp("K-1", stage="two"),
+        deleted(record("opportunities", {"externalOpportunityId": "K-1"})),
+        opp("K-1", stage="three"),
+        opp("K-1", stage="four", description="last"),
+    ]
+    run = run_target(config(sb, tmp_path), messages)
+    assert [run.status_of(n) for n in range(1, 6)] == ["created", "updated", "deleted", "created", "updated"]
+    stored = sb.store.opportunity("K-1")
+    assert stored is not None
+    assert (stored["stage"], stored["description"]) == ("four", "last")
+    assert "1036" not in sb.stats()["record_errors_by_code"]
+
+
+def test_stream_objects_routes_other_stream_names(sb: Sandbox, tmp_path: Path) -> None:
+    settings = {"stream_objects": {"crm_deals": "opportunity", "deal_contacts": "opportunity_role"}}
+    run = run_target(
+        config(sb, tmp_path, **settings),
+        [
+            role_schema("deal_contacts"),
+            record("deal_contacts", {"externalOpportunityId": "W-1", "leadId": 7, "role": "Buyer"}),
+            opp_schema("crm_deals"),
+            record("crm_deals", {"externalOpportunityId": "W-1", "name": "From the warehouse"}),
+        ],
+    )
+    assert run.statuses() == {"created": 2}
+    assert {r["stream"] for r in run.results} == {"crm_deals", "deal_contacts"}
+    assert sb.store.role("W-1", 7, "Buyer") is not None
+
+
+def test_streams_removed_by_stream_maps_are_accepted(sb: Sandbox, tmp_path: Path) -> None:
+    fields = schema("opportunity_fields", {"name": {"type": "string"}}, ["name"])
+    other = schema("companies", {"id": {"type": "integer"}}, ["id"])
+    messages = [
+        fields,
+        record("opportunity_fields", {"name": "amount"}),
+        other,
+        record("companies", {"id": 1}),
+        opp_schema(),
+        opp("M-1"),
+    ]
+    maps = {"opportunity_fields": "__NULL__", "__else__": "__NULL__", "opportunities": {}}
+    run = run_target(config(sb, tmp_path, stream_maps=maps), messages)
+    assert [(row["stream"], row["status"]) for row in run.results] == [("opportunities", "created")]
+
+
+def test_an_unknown_stream_stops_the_run_clearly(sb: Sandbox, tmp_path: Path) -> None:
+    with pytest.raises(UnknownStreamError, match="stream_objects") as info:
+        run_target(config(sb, tmp_path), [schema("companies", {"id": {"type": "integer"}}, ["id"])])
+    assert "'companies'" in str(info.value)
+
+
+# ---- rejections and results ---------------------------------------------------------------
+
+
+def test_each_rejection_reason_is_reported_and_the_others_are_written(sb: Sandbox, tmp_path: Path) -> None:
+    loose = schema(
+        "opportunities",
+        {
+            "externalOpportunityId": {"type": ["string", "null"]},
+            "name": {"type": ["string", "null"]},
+            "description": {"type": ["string", "null"]},
+            "amount": {"type": ["number", "null"]},
+            "closeDate": {"type": ["string", "null"]},
+            "crm_owner": {"type": ["string", "null"]},
+        },
+        ["externalOpportunityId"],
+    )
+    messages = [
+        loose,
+        record("opportunities", {"externalOpportunityId": "R-0", "name": "fine", "crm_owner": "x"}),
+        record("opportunities", {"externalOpportunityId": "R-1", "name": "n", "amount": "lots"}),
+        record("opportunities", {"name": "no key"}),
+        record("opportunities", {"externalOpportunityId": "R-3", "name": None}),
+        record("opportunities", {"externalOpportunityId": "R-4", "name": "n" * 300}),
+        record("opportunities", {"externalOpportunityId": "R-5", "name": "n", "closeDate": "next week"}),
+        record("opportunities", {"externalOpportunityId": "R-6", "name": "n", "description": "d" * 1500}),
+        record("opportunities", {"externalOpportunityId": "R-7", "name": "fine too"}),
+    ]
+    run = run_target(config(sb, tmp_path, max_body_bytes=1024), messages)
+    expected = {
+        2: ("invalid_record", "field 'amount' must be number or null"),
+        3: ("missing_key", "'externalOpportunityId' is missing"),
+        4: ("name_required", "field 'name' is null"),
+        5: ("too_long", "field 'name' is 300 characters long; Marketo allows 255"),
+        6: ("invalid_value", "field 'closeDate' (date)"),
+        7: ("too_large", "1024 bytes"),
+    }
+    for number, (code, fragment) in expected.items():
+        row = run.by_record()[number]
+        assert row["status"] == "rejected"
+        assert row["reasons"][0]["code"] == code
+        assert fragment in row["reasons"][0]["message"]
+    assert run.status_of(1) == "created"
+    assert run.status_of(8) == "created"
+    assert sb.store.opportunity("R-1") is None
+    assert "crm_owner" not in sb.store.opportunity("R-0")  # type: ignore[operator]
+
+
+def test_the_sample_file_gives_one_result_line_per_record(sb: Sandbox, tmp_path: Path) -> None:
+    text = SAMPLE.read_text(encoding="utf-8")
+    record_count = sum(1 for line in text.splitlines() if json.loads(line)["type"] == "RECORD")
+    run = run_target(config(sb, tmp_path, max_rejections=None), text)
+    assert sorted(row["record"] for row in run.results) == list(range(1, record_count + 1))
+    counts = collections.Counter((row["stream"], row["status"]) for row in run.results)
+    assert counts == {
+        ("opportunities", "created"): 20,
+        ("opportunities", "rejected"): 3,
+        ("opportunities", "deleted"): 1,
+        ("opportunity_roles", "created"): 50,
+        ("opportunity_roles", "rejected"): 1,
+        ("opportunity_roles", "skipped"): 2,
+        ("opportunity_roles", "deleted"): 1,
+    }
+    assert sb.store.opportunity("DEMO-0001") is not None
+    assert sb.store.opportunity("DEMO-0019") is None
+    assert run.states[-1] == {"bookmarks": {"opportunities": {"last_id": "DEMO-0023"}}}
+
+
+def test_state_never_runs_ahead_of_the_results_file(sb: Sandbox, tmp_path: Path) -> None:
+    messages = sdk_style(16, prefix="S")
+    positions: list[int] = []  # records before each STATE
+    seen = 0
+    for message in messages:
+        if message["type"] == "RECORD":
+            seen += 1
+        elif message["type"] == "STATE":
+            positions.append(seen)
+    run = run_target(config(sb, tmp_path, batch_size_rows=5, max_concurrent_requests=3), messages)
+    assert run.states, "no STATE emitted"
+    order = [m["value"] for m in messages if m["type"] == "STATE"]
+    indices = [order.index(s) for s in run.states]
+    assert indices == sorted(indices)
+    assert run.states[-1] == order[-1]
+    for emitted, done in run.state_snapshots:
+        before = positions[order.index(emitted)]
+        assert set(range(1, before + 1)) <= done
+
+
+def test_too_many_rejections_fail_the_run_after_everything_is_written(sb: Sandbox, tmp_path: Path) -> None:
+    messages = [opp_schema(), opp("T-1"), opp("T-2", name=None), opp("T-3"), state({"done": True})]
+    run = run_target(config(sb, tmp_path, max_rejections=0), messages, raise_errors=False)
+    assert isinstance(run.error, TooManyRejectionsError)
+    assert "1 records were rejected or skipped" in str(run.error)
+    assert [run.status_of(n) for n in (1, 2, 3)] == ["created", "rejected", "created"]
+    assert run.states == [{"done": True}]
+    tolerant = run_target(config(sb, tmp_path, max_rejections=1), messages)
+    assert tolerant.error is None
+
+
+# ---- dry run ------------------------------------------------------------------------------
+
+
+def test_dry_run_reports_what_would_happen_without_writing(sb: Sandbox, tmp_path: Path) -> None:
+    run_target(config(sb, tmp_path), [opp_schema(), opp("E-1"), role_schema(), role("E-1", 3)])
+    before = store_snapshot(sb)
+    sb.reset_stats()
+    messages = [
+        role_schema(),
+        role("N-2", 4),
+        role("NOPE", 5),
+        role("E-1", 3, isPrimary=False),
+        opp_schema(),
+        opp("E-1", stage="x"),
+        opp("N-2"),
+        opp("N-2", stage="again"),
+        deleted(record("opportunities", {"externalOpportunityId": "E-1"})),
+        deleted(record("opportunities", {"externalOpportunityId": "N-404"})),
+        opp("N-3", name=None),
+        state({"dry": 1}),
+    ]
+    run = run_target(config(sb, tmp_path, dry_run=True), messages)
+    assert [run.status_of(n) for n in range(1, 10)] == [
+        "would_create",
+        "would_skip",
+        "would_update",
+        "would_update",
+        "would_create",
+        "would_update",
+        "would_delete",
+        "would_skip",
+        "rejected",
+    ]
+    assert run.reason_codes(2) == ["1004"]
+    assert run.reason_codes(8) == ["1013"]
+    assert run.by_record()[4]["marketoGUID"] == sb.store.opportunity("E-1")["marketoGUID"]  # type: ignore[index]
+    assert store_snapshot(sb) == before
+    assert write_calls(sb) == {}
+    assert run.states == [{"dry": 1}]
+
+
+def test_dry_run_looks_up_300_keys_per_call(sb: Sandbox, tmp_path: Path) -> None:
+    messages = [opp_schema(), *[opp(f"Q-{n:04d}") for n in range(650)]]
+    sb.reset_stats()
+    run = run_target(config(sb, tmp_path, dry_run=True), messages)
+    assert run.statuses() == {"would_create": 650}
+    queries = sum(v for k, v in sb.stats()["calls_by_endpoint"].items() if "opportunities.json" in k)
+    assert queries == 3
+
+
+def test_dry_run_create_only_and_update_only(sb: Sandbox, tmp_path: Path) -> None:
+    run_target(config(sb, tmp_path), [opp_schema(), opp("E-1")])
+    messages = [opp_schema(), opp("E-1"), opp("N-1")]
+    create_only = run_target(config(sb, tmp_path, dry_run=True, action="createOnly"), messages)
+    assert [create_only.status_of(n) for n in (1, 2)] == ["would_skip", "would_create"]
+    update_only = run_target(config(sb, tmp_path, dry_run=True, action="updateOnly"), messages)
+    assert [update_only.status_of(n) for n in (1, 2)] == ["would_update", "would_skip"]
+
+
+# ---- CRM sync -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("roles_first", [True, False], ids=["roles-api-refused", "writes-skipped-1018"])
+def test_crm_sync_stops_the_run_with_one_clear_message(
+    make_sandbox: SandboxFactory, tmp_path: Path, roles_first: bool
+) -> None:
+    crm = make_sandbox(opportunities=5, leads=60, heavy_leads=0, crm_sync=True)
+    before = store_snapshot(crm)
+    messages = [opp_schema(), opp("C-1"), opp("C-2"), state({"crm": 1})]
+    if roles_first:
+        messages = [role_schema(), role("C-1", 3), *messages]
+    run = run_target(config(crm, tmp_path), messages, raise_errors=False)
+    assert isinstance(run.error, CrmSyncEnabledError)
+    assert "CRM sync makes Opportunities and Opportunity Roles read-only in Marketo" in str(run.error)
+    assert "No record was written" in str(run.error)
+    assert run.states == []
+    assert {row["status"] for row in run.results} <= {"skipped"}
+    assert all(row["reasons"][0]["code"] == "1018" for row in run.results)
+    assert len(run.results) == (0 if roles_first else 2)
+    assert store_snapshot(crm) == before
+
+
+# ---- request size, concurrency and faults -------------------------------------------------
+
+
+def test_batches_are_cut_below_the_body_limit(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    small = make_sandbox(opportunities=5, leads=60, heavy_leads=0, max_body_bytes=8000)
+    messages = [opp_schema(), *[opp(f"L-{n}", description=f"{n:03d}" + "é" * 130) for n in range(40)]]
+    run = run_target(config(small, tmp_path, max_body_bytes=8000), messages)
+    assert run.statuses() == {"created": 40}
+    stats = small.stats()
+    assert "413" not in stats["http_status"]
+    # about 830 bytes per record (each é is sent as \u00e9): 9 per call, so at least 5 calls
+    assert stats["calls_by_endpoint"]["POST /rest/v1/opportunities.json"] >= 5
+
+
+def test_a_413_from_marketo_halves_the_batch(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    small = make_sandbox(opportunities=5, leads=60, heavy_leads=0, max_body_bytes=8000)
+    messages = [opp_schema(), *[opp(f"H-{n}", description="x" * 700) for n in range(30)]]
+    run = run_target(config(small, tmp_path), messages)  # the target believes in 1 MB
+    assert run.statuses() == {"created": 30}
+    assert small.stats()["http_status"]["413"] >= 1
+
+
+def test_batches_run_concurrently_within_the_limit(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    slow = make_sandbox(opportunities=5, leads=60, heavy_leads=0, latency_seconds=0.05)
+    messages = [opp_schema(), *[opp(f"C-{n}") for n in range(40)]]
+    run = run_target(config(slow, tmp_path, batch_size_rows=4, max_concurrent_requests=3), messages)
+    assert run.statuses() == {"created": 40}
+    assert 2 <= slow.stats()["max_concurrency_seen"] <= 3
+
+
+@pytest.mark.parametrize("kind", ["606", "615", "713", "http502", "drop"])
+def test_call_level_faults_are_retried(make_sandbox: SandboxFactory, tmp_path: Path, kind: str) -> None:
+    faulty = make_sandbox(opportunities=5, leads=60, heavy_leads=0, faults=[Fault(kind=kind, calls=[2, 4])])
+    messages = [opp_schema(), *[opp(f"F-{n}") for n in range(6)], role_schema(), role("F-1", 3)]
+    run = run_target(config(faulty, tmp_path, batch_size_rows=3, rate_window_seconds=1), messages)
+    assert run.statuses() == {"created": 7}
+    assert faulty.stats()["faults_injected"] == {kind: 2}
+
+
+def test_a_lost_answer_on_create_only_is_confirmed_by_lookup(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    # call 1 describes opportunities, call 2 is the sync: applied, then answered with 604
+    faulty = make_sandbox(
+        opportunities=5, leads=60, heavy_leads=0, faults=[Fault(kind="604", calls=[2], after_apply=True)]
+    )
+    seeded = faulty.store.opportunities()[0]["externalOpportunityId"]  # created in 2024
+    run = run_target(config(faulty, tmp_path, action="createOnly"), [opp_schema(), opp(seeded), opp("U-1")])
+    assert faulty.stats()["faults_injected"] == {"604": 1}
+    assert run.status_of(1) == "skipped"  # existed before this run
+    assert run.reason_codes(1) == ["1017"]
+    assert run.status_of(2) == "created"
+    assert "createdAt" in (run.by_record()[2]["note"] or "")
+    assert run.by_record()[2]["marketoGUID"] == faulty.store.opportunity("U-1")["marketoGUID"]  # type: ignore[index]
+
+
+def test_a_lost_answer_on_delete_reports_the_delete(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    faulty = make_sandbox(opportunities=5, leads=60, heavy_leads=0)
+    run_target(config(faulty, tmp_path), [opp_schema(), opp("V-1")])
+    faulty.configure(faults=[Fault(kind="http502", calls=[2], after_apply=True)])
+    faulty.reset_stats()
+    run = run_target(config(faulty, tmp_path), [opp_schema(), deleted(opp("V-1"))])
+    assert run.status_of(1) == "deleted"
+    assert run.by_record()[1]["note"]
+    assert faulty.store.opportunity("V-1") is None
+
+
+class FlakyClient(MarketoClient):
+    """A real client whose sync answers 1014 ("failed to create") for chosen records a few times.
+
+    The records it fails are not sent; everything else goes to the sandbox over HTTP.
+    """
+
+    failures: dict[str, int] = {}
+    sizes: list[int] = []
+
+    def sync(
+        self,
+        obj: MarketoObject,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        action: str = "createOrUpdate",
+        dedupe_by: str = "dedupeFields",
+    ) -> list[RecordResult]:
+        self.sizes.append(len(records))
+        sent = [
+            i for i, r in enumerate(records) if self.failures.get(str(r.get("externalOpportunityId")), 0) <= 0
+        ]
+        for r in records:
+            eid = str(r.get("externalOpportunityId"))
+            if self.failures.get(eid, 0) > 0:
+                self.failures[eid] -= 1
+        answers = (
+            super().sync(obj, [records[i] for i in sent], action=action, dedupe_by=dedupe_by) if sent else []
+        )
+        by_index = dict(zip(sent, answers, strict=True))
+        transient = (Reason("1014", "Failed to create Object"),)
+        return [
+            RecordResult(
+                seq=i,
+                status=by_index[i].status,
+                marketo_guid=by_index[i].marketo_guid,
+                reasons=by_index[i].reasons,
+            )
+            if i in by_index
+            else RecordResult(seq=i, status="skipped", reasons=transient)
+            for i in range(len(records))
+        ]
+
+
+def test_transient_record_reasons_are_retried_in_smaller_batches(sb: Sandbox, tmp_path: Path) -> None:
+    class Client(FlakyClient):
+        failures = {"X-1": 1, "X-2": 2, "X-3": 2, "X-9": 10}
+        sizes: list[int] = []
+
+    class Target(TargetMarketoOpps):
+        client_class = Client
+        transient_retry_delays = (0.0, 0.0, 0.0)
+
+    messages = [opp_schema(), *[opp(f"X-{n}") for n in range(10)]]
+    run = run_target(config(sb, tmp_path), messages, target_class=Target)
+    assert [run.status_of(n) for n in range(1, 11)] == ["created"] * 9 + ["skipped"]
+    assert run.reason_codes(10) == ["1014"]
+    # 10 at first; then 4 pending in 2 calls of 2; then 3 pending in 4 calls of 1; then 1
+    assert Client.sizes == [10, 2, 2, 1, 1, 1, 1]
+    assert sb.store.opportunity("X-3") is not None
+
+
+def test_dry_run_looks_up_keys_that_contain_a_comma(sb: Sandbox, tmp_path: Path) -> None:
+    # filterValues cannot carry a comma; such keys go through the compound (JSON input) query
+    run_target(config(sb, tmp_path), [opp_schema(), opp("A,1")])
+    run = run_target(config(sb, tmp_path, dry_run=True), [opp_schema(), opp("A,1"), opp("B,2")])
+    assert [run.status_of(n) for n in (1, 2)] == ["would_update", "would_create"]

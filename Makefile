@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types pytest demo bench sandbox clean
+.PHONY: test lint types pytest demo sandbox clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,6 @@ pytest: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m demo.run
-
-bench: $(STAMP)
-	$(BIN)/python -m bench.run
 
 sandbox: $(STAMP)
 	$(BIN)/marketo-sandbox --port 8765 --client-id demo-client --client-secret demo-secret

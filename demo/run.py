@@ -67,8 +67,11 @@ def run_tap(base_url: str, workdir: Path) -> Path:
         },
     )
     output = OUT / "tap-output.singer"
-    with output.open("wb") as sink:
-        subprocess.run([str(BIN / "tap-marketo-opps"), "--config", str(config)], stdout=sink, check=True)
+    log = OUT / "tap.log"
+    with output.open("wb") as sink, log.open("wb") as errors:
+        subprocess.run(
+            [str(BIN / "tap-marketo-opps"), "--config", str(config)], stdout=sink, stderr=errors, check=True
+        )
     counts: collections.Counter[str] = collections.Counter()
     with output.open() as lines:
         for line in lines:
@@ -78,7 +81,8 @@ def run_tap(base_url: str, workdir: Path) -> Path:
     print("\ntap-marketo-opps read from the sandbox:")
     for stream, count in sorted(counts.items()):
         print(f"  {stream:<26} {count:>6} records")
-    print(f"  (Singer output: {output.relative_to(ROOT)})")
+    print(f"  {last_line_with(log, 'Marketo calls:')}")
+    print(f"  (Singer output: {output.relative_to(ROOT)}; log: {log.relative_to(ROOT)})")
     return output
 
 
@@ -94,11 +98,13 @@ def run_target(base_url: str, workdir: Path) -> None:
             "max_rejections": 1000,
         },
     )
-    with SAMPLE.open("rb") as source:
+    log = OUT / "target.log"
+    with SAMPLE.open("rb") as source, log.open("wb") as errors:
         completed = subprocess.run(
             [str(BIN / "target-marketo-opps"), "--config", str(config)],
             stdin=source,
             stdout=subprocess.DEVNULL,
+            stderr=errors,
             check=False,
         )
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -109,7 +115,16 @@ def run_target(base_url: str, workdir: Path) -> None:
     print(f"\ntarget-marketo-opps wrote {SAMPLE.relative_to(ROOT)} into the sandbox:")
     for (stream, status), count in sorted(counts.items()):
         print(f"  {stream:<26} {status:<10} {count:>6}")
-    print(f"  (one line per input record: {results.relative_to(ROOT)}; exit code {completed.returncode})")
+    for line in log.read_text().splitlines():
+        if "| Reason " in line:
+            print("  reason " + line.split("| Reason ", 1)[1].split("; example keys")[0])
+    print(f"  (one line per input record: {results.relative_to(ROOT)}; log: {log.relative_to(ROOT)}; ")
+    print(f"   exit code {completed.returncode})")
+
+
+def last_line_with(log: Path, marker: str) -> str:
+    lines = [line for line in log.read_text().splitlines() if marker in line]
+    return marker + lines[-1].split(marker, 1)[1] if lines else f"({marker} not logged)"
 
 
 def main() -> None:

@@ -179,6 +179,20 @@ SETTINGS_JSON_SCHEMA: dict[str, Any] = {
             "(exit code 1); the tap's STATE lets the next run resume where it stopped.",
             minimum=1,
         ),
+        "rate_window_seconds": _setting(
+            ["number", "null"],
+            "Rate window in seconds (advanced/testing)",
+            "Length of the window max_calls_per_20s applies to. Marketo's window is 20 s; change it "
+            "only to match a test sandbox with a shorter window.",
+            exclusiveMinimum=0,
+        ),
+        "max_retry_seconds": _setting(
+            ["number", "null"],
+            "Max retry time in seconds (advanced/testing)",
+            "Total time one call may spend retrying transient errors (606, 615, 604, 5xx, timeouts) "
+            "before the run fails. Default 300.",
+            exclusiveMinimum=0,
+        ),
     },
     "required": ["client_id", "client_secret"],
 }

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Mapping
-from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -54,20 +52,6 @@ _KEY_FILE_HELP = (
 )
 
 TAP_SETTINGS: dict[str, Any] = {
-    "rate_window_seconds": _setting(
-        ["number", "null"],
-        "Rate window in seconds (advanced/testing)",
-        "Length of the window max_calls_per_20s applies to. Marketo's window is 20 s; change it "
-        "only to match a test sandbox with a shorter window.",
-        exclusiveMinimum=0,
-    ),
-    "max_retry_seconds": _setting(
-        ["number", "null"],
-        "Max retry time in seconds (advanced/testing)",
-        "Total time one call may spend retrying transient errors (606, 615, 604, 5xx, timeouts) "
-        "before the run fails. Default 300.",
-        exclusiveMinimum=0,
-    ),
     "start_date": _setting(
         ["string", "null"],
         "Start date",
@@ -153,16 +137,6 @@ TAP_SETTINGS: dict[str, Any] = {
 }
 
 
-def marketo_settings(config: Mapping[str, Any]) -> MarketoSettings:
-    """Connection settings from the tap config.
-
-    A config file is parsed with decimals for non-integers (singer-sdk's JSON reader), so
-    number settings are turned into floats first: the shared limiter does float arithmetic.
-    """
-    values = {key: float(value) if isinstance(value, Decimal) else value for key, value in config.items()}
-    return MarketoSettings.from_config(values)
-
-
 def _config_jsonschema() -> dict[str, Any]:
     schema = copy.deepcopy(SETTINGS_JSON_SCHEMA)
     schema["properties"].update(copy.deepcopy(TAP_SETTINGS))
@@ -185,7 +159,7 @@ class TapMarketoOpps(Tap):
         super().__init__(*args, **kwargs)
         if kwargs.get("validate_config", True):
             try:
-                marketo_settings(self.config)
+                MarketoSettings.from_config(self.config)
                 key_sources(self.config, check_files=False)
             except SettingsError as exc:
                 raise ConfigValidationError(str(exc), errors=[str(exc)]) from exc
@@ -195,7 +169,7 @@ class TapMarketoOpps(Tap):
     @cached_property
     def marketo(self) -> MarketoClient:
         """The one client of this run, shared by every stream and worker thread."""
-        return MarketoClient(marketo_settings(self.config), sleep=interruptible_sleep)
+        return MarketoClient(MarketoSettings.from_config(self.config), sleep=interruptible_sleep)
 
     def describe(self, obj: MarketoObject) -> ObjectDescription:
         """Describe `obj` at most once per run."""

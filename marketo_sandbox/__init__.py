@@ -2,21 +2,31 @@
 
 Usage::
 
-    from marketo_sandbox import Sandbox, SandboxConfig, Fault
+    from marketo_sandbox import Sandbox, SandboxConfig, Fault, RecordFault
 
     with Sandbox(SandboxConfig.small()) as sb:
         settings = sb.connection_settings()  # base_url, client_id, client_secret
 """
 
-from .config import DEFAULT_CUSTOM_FIELDS, RUNTIME_FIELDS, CustomField, Fault, SandboxConfig
+from .config import (
+    DEFAULT_CUSTOM_FIELDS,
+    RECORD_FAULT_MESSAGES,
+    RUNTIME_FIELDS,
+    CustomField,
+    Fault,
+    RecordFault,
+    SandboxConfig,
+)
 from .sandbox import Sandbox
 from .store import Store
 
 __all__ = [
     "DEFAULT_CUSTOM_FIELDS",
+    "RECORD_FAULT_MESSAGES",
     "RUNTIME_FIELDS",
     "CustomField",
     "Fault",
+    "RecordFault",
     "Sandbox",
     "SandboxConfig",
     "Store",

@@ -10,7 +10,7 @@ import tempfile
 import threading
 from types import FrameType
 
-from .config import Fault, SandboxConfig
+from .config import Fault, RecordFault, SandboxConfig
 from .sandbox import Sandbox
 
 
@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="KIND:RATE (e.g. 606:0.1) or KIND@N,M (REST call numbers); add +after for write faults "
         "answered after the write is applied. Repeatable.",
     )
+    g.add_argument(
+        "--record-fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="CODE[@KEY,KEY...] with optional suffixes xN (times per record, x* forever; default 1), "
+        ":RATE and /opportunity or /opportunity_role: sync/delete records skipped with a transient "
+        "reason (1014, 1019, 1022, 1029), e.g. 1014@OPP-1,OPP-2x2. Repeatable.",
+    )
     g.add_argument("--crm-sync", action="store_true", help="emulate an instance with native CRM sync")
     g.add_argument("--trailing-empty-page", action="store_true")
     g.add_argument("--no-more-result", action="store_true", help="never emit moreResult")
@@ -84,6 +93,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         token_ttl_seconds=args.token_ttl,
         latency_seconds=args.latency,
         faults=[Fault.parse(spec) for spec in args.fault],
+        record_faults=[RecordFault.parse(spec) for spec in args.record_fault],
         crm_sync=args.crm_sync,
         emit_more_result=not args.no_more_result,
         trailing_empty_page=args.trailing_empty_page,

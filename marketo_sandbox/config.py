@@ -32,6 +32,23 @@ FAULT_KINDS = frozenset(
     {"606", "615", "604", "608", "611", "614", "713", "http500", "http502", "http503", "drop", "slow"}
 )
 
+#: Record-level transient skip reasons :class:`RecordFault` can inject, with Marketo's messages.
+RECORD_FAULT_MESSAGES = {
+    "1014": "Failed to create Object",
+    "1019": "Import in progress",
+    "1022": "Object in use",
+    "1029": "Too many jobs in queue",
+}
+
+#: Values of :attr:`RecordFault.object`.
+RECORD_FAULT_OBJECTS = frozenset({"opportunity", "opportunity_role"})
+
+_RECORD_FAULT_SUFFIXES = (
+    ("object", re.compile(r"/(opportunity|opportunity_role)$")),
+    ("rate", re.compile(r":(\d+(?:\.\d*)?|\.\d+)$")),
+    ("times", re.compile(r"x(\d+|\*)$")),
+)
+
 
 @dataclass(frozen=True)
 class CustomField:
@@ -132,6 +149,99 @@ class Fault:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class RecordFault:
+    """A record-level transient skip in sync and delete calls.
+
+    A matching record is not applied; its result is ``{"seq": i, "status": "skipped",
+    "reasons": [{"code": code, "message": <Marketo's message>}]}``. Other records of the call are
+    applied normally.
+
+    * ``code``: "1014", "1019", "1022" or "1029" (see :data:`RECORD_FAULT_MESSAGES`).
+    * ``keys``: the records it applies to, by ``externalOpportunityId`` (an opportunity, or every
+      role of that opportunity) or by ``marketoGUID`` (the only key idField-mode input carries);
+      ``None`` means every record.
+    * ``times``: how often one record is skipped before it goes through, counted per record
+      identity (an opportunity's ``externalOpportunityId``; a role's ``externalOpportunityId``,
+      ``leadId`` and ``role``; the ``marketoGUID`` in idField mode); ``None`` means forever.
+    * ``rate``: probability that a matching record (with ``times`` left) is skipped, drawn from
+      ``random.Random(config.seed)``; ``None`` means always.
+    * ``object``: "opportunity", "opportunity_role" or ``None`` (both).
+    """
+
+    code: str = "1014"
+    keys: list[str] | None = None
+    times: int | None = 1
+    rate: float | None = None
+    object: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.code not in RECORD_FAULT_MESSAGES:
+            raise ValueError(
+                f"unknown record fault code {self.code!r}; expected one of {sorted(RECORD_FAULT_MESSAGES)}"
+            )
+        if self.keys is not None:
+            if isinstance(self.keys, str) or not isinstance(self.keys, list | tuple):
+                raise ValueError("record fault keys must be a list of strings (or None for every record)")
+            if not self.keys:
+                raise ValueError("record fault keys must not be empty; use None for every record")
+            object.__setattr__(self, "keys", [str(k) for k in self.keys])
+        if self.times is not None and (
+            isinstance(self.times, bool) or not isinstance(self.times, int) or self.times < 1
+        ):
+            raise ValueError("record fault times must be a positive integer (or None for always)")
+        if self.rate is not None and (
+            isinstance(self.rate, bool)
+            or not isinstance(self.rate, int | float)
+            or not 0.0 <= self.rate <= 1.0
+        ):
+            raise ValueError("record fault rate must be between 0 and 1")
+        if self.object is not None and self.object not in RECORD_FAULT_OBJECTS:
+            raise ValueError(
+                f"unknown record fault object {self.object!r}; expected one of {sorted(RECORD_FAULT_OBJECTS)}"
+            )
+
+    @property
+    def message(self) -> str:
+        return RECORD_FAULT_MESSAGES[self.code]
+
+    @classmethod
+    def parse(cls, spec: str) -> RecordFault:
+        """Parse the CLI form ``CODE[@KEY,KEY...]`` plus optional suffixes, in any order.
+
+        Suffixes: ``xN`` (times; ``x*`` means forever), ``:RATE`` and ``/opportunity`` or
+        ``/opportunity_role``. For example ``1014@OPP-1,OPP-2x2`` or ``1022:0.1x*/opportunity_role``.
+        """
+        text = spec.strip()
+        found: dict[str, str] = {}
+        stripped = True
+        while stripped:
+            stripped = False
+            for name, pattern in _RECORD_FAULT_SUFFIXES:
+                match = pattern.search(text)
+                if name not in found and match:
+                    found[name] = match.group(1)
+                    text = text[: match.start()]
+                    stripped = True
+        code, at, key_text = text.partition("@")
+        keys: list[str] | None = None
+        if at:
+            keys = [k.strip() for k in key_text.split(",") if k.strip()]
+            if not keys:
+                raise ValueError(f"record fault {spec!r}: no keys after '@'")
+        times_text = found.get("times", "1")
+        return cls(
+            code=code.strip(),
+            keys=keys,
+            times=None if times_text == "*" else int(times_text),
+            rate=float(found["rate"]) if "rate" in found else None,
+            object=found.get("object"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def _default_custom_fields() -> list[CustomField]:
     return list(DEFAULT_CUSTOM_FIELDS)
 
@@ -167,6 +277,7 @@ class SandboxConfig:
     token_ttl_seconds: float = 3600.0
     latency_seconds: float = 0.0
     faults: list[Fault] = field(default_factory=list)
+    record_faults: list[RecordFault] = field(default_factory=list)
     # behaviour
     crm_sync: bool = False
     emit_more_result: bool = True
@@ -185,6 +296,8 @@ class SandboxConfig:
             raise ValueError("latency_seconds must not be negative")
         faults = [f if isinstance(f, Fault) else Fault(**f) for f in self.faults]
         object.__setattr__(self, "faults", faults)
+        record_faults = [f if isinstance(f, RecordFault) else RecordFault(**f) for f in self.record_faults]
+        object.__setattr__(self, "record_faults", record_faults)
         names = [c.name for c in self.custom_fields]
         if len(set(names)) != len(names):
             raise ValueError("custom field names must be unique")
@@ -225,6 +338,7 @@ RUNTIME_FIELDS = frozenset(
         "token_ttl_seconds",
         "latency_seconds",
         "faults",
+        "record_faults",
         "crm_sync",
         "emit_more_result",
         "trailing_empty_page",

@@ -106,7 +106,8 @@ class Sandbox:
         return self._state.stats()
 
     def reset_stats(self) -> None:
-        """Zero counters, REST call numbering (for ``Fault.calls``), quota and rate window."""
+        """Zero counters, REST call numbering (for ``Fault.calls``), the per-record counts of
+        ``RecordFault.times``, quota and rate window."""
         self._state.reset_stats()
 
     def configure(self, **changes: Any) -> None:

@@ -515,7 +515,9 @@ class Handler(BaseHTTPRequestHandler):
             delete_by = data.get("deleteBy") or "dedupeFields"
             if delete_by not in ("dedupeFields", "idField"):
                 raise ApiError("1003", f"Invalid deleteBy '{delete_by}'")
-            results = store.delete(route.obj, delete_by, records, cfg.crm_sync)
+            skip = self._record_faults(cfg, route.obj, schema, delete_by, records)
+            self.state.count_write_batch(f"POST {call.path}", len(records))
+            results = store.delete(route.obj, delete_by, records, cfg.crm_sync, skip=skip)
         else:
             action = data.get("action") or "createOrUpdate"
             if action not in ("createOnly", "updateOnly", "createOrUpdate"):
@@ -525,9 +527,20 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError("1003", f"Invalid dedupeBy '{dedupe_by}'")
             if dedupe_by == "idField" and action != "updateOnly":
                 raise ApiError("1003", "dedupeBy 'idField' is only valid with action 'updateOnly'")
-            results = store.sync(route.obj, action, dedupe_by, records, cfg.crm_sync)
+            skip = self._record_faults(cfg, route.obj, schema, dedupe_by, records)
+            self.state.count_write_batch(f"POST {call.path}", len(records))
+            results = store.sync(route.obj, action, dedupe_by, records, cfg.crm_sync, skip=skip)
         self.state.count_record_errors(results)
         return {"success": True, "result": results}
+
+    def _record_faults(
+        self, cfg: SandboxConfig, obj: str, schema: ObjectSchema, by: str, records: list[Any]
+    ) -> dict[int, dict[str, Any]]:
+        """Records the configured record faults skip in this sync or delete call."""
+        if cfg.crm_sync or not cfg.record_faults:
+            return {}
+        key_fields = (schema.id_field,) if by == "idField" else tuple(schema.dedupe_fields)
+        return self.state.pick_record_faults(cfg, obj, key_fields, records)
 
     def _params(self, query: dict[str, list[str]], body: bytes, is_query_post: bool) -> dict[str, Any]:
         params: dict[str, Any] = {k: v[0] for k, v in query.items() if k != "_method"}

@@ -6,12 +6,18 @@ import random
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import fields as dc_fields
 from typing import Any
 
-from .config import RUNTIME_FIELDS, Fault, SandboxConfig
-from .store import Store
+from .config import RUNTIME_FIELDS, Fault, RecordFault, SandboxConfig
+from .store import OPPORTUNITIES, Record, Store, skipped
+
+#: How many write batch sizes ``stats()["write_batch_sizes"]`` keeps per endpoint (the latest).
+MAX_BATCH_SIZES_KEPT = 10_000
+
+#: Store object name -> :attr:`RecordFault.object` value.
+_RECORD_FAULT_OBJECT = {OPPORTUNITIES: "opportunity"}
 
 QUOTA_MESSAGE = "Daily quota reached. The quota resets at 12:00 AM CST"
 
@@ -25,7 +31,8 @@ def concurrency_message(cfg: SandboxConfig) -> str:
 
 
 def validate_changes(changes: dict[str, Any]) -> dict[str, Any]:
-    """Check a dict of runtime config changes; faults given as dicts become :class:`Fault`."""
+    """Check a dict of runtime config changes; faults given as dicts become :class:`Fault` (or
+    :class:`RecordFault` for ``record_faults``)."""
     known = {f.name for f in dc_fields(SandboxConfig)}
     out: dict[str, Any] = {}
     for name, value in changes.items():
@@ -37,6 +44,11 @@ def validate_changes(changes: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, list):
                 raise ValueError("faults must be a list")
             out[name] = [f if isinstance(f, Fault) else Fault(**f) for f in value]
+            continue
+        if name == "record_faults":
+            if not isinstance(value, list) or not all(isinstance(f, RecordFault | dict) for f in value):
+                raise ValueError("record_faults must be a list of record faults")
+            out[name] = [f if isinstance(f, RecordFault) else RecordFault(**f) for f in value]
             continue
         kind = _FIELD_KINDS.get(name)
         ok = {
@@ -93,6 +105,8 @@ class SandboxState:
             self._config = self._config.replace(**checked)
             if "faults" in checked:
                 self._fault_rng = random.Random(self._config.seed)
+            if "record_faults" in checked:
+                self._reset_record_faults()
             return self._config
 
     # ------------------------------------------------------------------ stats
@@ -108,9 +122,20 @@ class SandboxState:
         self.quota_used = 0
         self._rate_times.clear()
         self._fault_rng = random.Random(self._config.seed)
+        self.record_faults_injected: Counter[str] = Counter()
+        self.write_batch_sizes: defaultdict[str, deque[int]] = defaultdict(
+            lambda: deque(maxlen=MAX_BATCH_SIZES_KEPT)
+        )
+        self._reset_record_faults()
+
+    def _reset_record_faults(self) -> None:
+        # (fault index, object, record identity) -> times that record was skipped by that fault
+        self._record_fault_hits: Counter[tuple[int, str, tuple[str, ...]]] = Counter()
+        self._record_fault_rng = random.Random(self._config.seed)
 
     def reset_stats(self) -> None:
-        """Zero every counter, the REST call numbering, the quota and the rate window."""
+        """Zero every counter, the REST call numbering, the record-fault counts, the quota and the
+        rate window."""
         with self.lock:
             self._reset_counters()
 
@@ -126,6 +151,8 @@ class SandboxState:
                 "record_errors_by_code": dict(self.record_errors_by_code),
                 "http_status": dict(self.http_status),
                 "faults_injected": dict(self.faults_injected),
+                "record_faults_injected": dict(self.record_faults_injected),
+                "write_batch_sizes": {k: list(v) for k, v in self.write_batch_sizes.items()},
                 "max_concurrency_seen": self.max_concurrency_seen,
                 "in_flight": self._in_flight,
                 "quota_used": self.quota_used,
@@ -159,6 +186,11 @@ class SandboxState:
         if codes:
             with self.lock:
                 self.record_errors_by_code.update(codes)
+
+    def count_write_batch(self, endpoint: str, size: int) -> None:
+        """Note the number of input records of a sync or delete call that reached the store."""
+        with self.lock:
+            self.write_batch_sizes[endpoint].append(size)
 
     def count_fault(self, kind: str) -> None:
         with self.lock:
@@ -246,3 +278,45 @@ class SandboxState:
                     continue
                 return fault
             return None
+
+    def pick_record_faults(
+        self, cfg: SandboxConfig, obj: str, key_fields: tuple[str, ...], records: list[Any]
+    ) -> dict[int, Record]:
+        """The skipped results (by input position) that ``cfg.record_faults`` inject in one call.
+
+        ``key_fields`` are the fields identifying a record in this call's mode (the dedupe
+        fields, or the id field); ``times`` is counted per such identity. Records that are not
+        objects or lack a key field are left to the normal validation.
+        """
+        if not cfg.record_faults:
+            return {}
+        object_name = _RECORD_FAULT_OBJECT.get(obj, "opportunity_role")
+        out: dict[int, Record] = {}
+        with self.lock:
+            for seq, rec in enumerate(records):
+                if not isinstance(rec, dict):
+                    continue
+                values = [rec.get(name) for name in key_fields]
+                if any(v is None or v == "" or isinstance(v, dict | list) for v in values):
+                    continue
+                identity = tuple(str(v) for v in values)
+                names = {
+                    str(rec[name])
+                    for name in ("externalOpportunityId", "marketoGUID")
+                    if rec.get(name) is not None
+                }
+                for index, fault in enumerate(cfg.record_faults):
+                    if fault.object is not None and fault.object != object_name:
+                        continue
+                    if fault.keys is not None and names.isdisjoint(fault.keys):
+                        continue
+                    hit = (index, obj, identity)
+                    if fault.times is not None and self._record_fault_hits[hit] >= fault.times:
+                        continue
+                    if fault.rate is not None and self._record_fault_rng.random() >= fault.rate:
+                        continue
+                    self._record_fault_hits[hit] += 1
+                    self.record_faults_injected[fault.code] += 1
+                    out[seq] = skipped(seq, fault.code, fault.message)
+                    break
+        return out

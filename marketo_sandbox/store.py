@@ -12,7 +12,7 @@ import bisect
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -341,8 +341,21 @@ class Store:
             if guid not in idx:
                 return guid
 
-    def sync(self, obj: str, action: str, dedupe_by: str, records: list[Any], crm_sync: bool) -> list[Record]:
-        """Create/update records; one result per input record, in input order."""
+    def sync(
+        self,
+        obj: str,
+        action: str,
+        dedupe_by: str,
+        records: list[Any],
+        crm_sync: bool,
+        *,
+        skip: Mapping[int, Record] | None = None,
+    ) -> list[Record]:
+        """Create/update records; one result per input record, in input order.
+
+        ``skip`` maps input positions to ready-made results: those records are not processed at
+        all (not applied, not counted for duplicate detection). CRM sync mode ignores it.
+        """
         if crm_sync:
             return [skipped(i, "1018", CRM_SKIP_MESSAGE) for i in range(len(records))]
         with self.lock:
@@ -351,8 +364,13 @@ class Store:
             key_fields = (schema.id_field,) if dedupe_by == "idField" else tuple(schema.dedupe_fields)
             seen: set[tuple[Any, ...]] = set()
             now = utc_now()
+            skip = skip or {}
             return [
-                self._sync_one(table, obj, seq, rec, action=action, key_fields=key_fields, seen=seen, now=now)
+                skip[seq]
+                if seq in skip
+                else self._sync_one(
+                    table, obj, seq, rec, action=action, key_fields=key_fields, seen=seen, now=now
+                )
                 for seq, rec in enumerate(records)
             ]
 
@@ -421,7 +439,16 @@ class Store:
         return {"seq": seq, "status": "updated", "marketoGUID": table.rows[row]["marketoGUID"]}
 
     # ------------------------------------------------------------------ delete
-    def delete(self, obj: str, delete_by: str, records: list[Any], crm_sync: bool) -> list[Record]:
+    def delete(
+        self,
+        obj: str,
+        delete_by: str,
+        records: list[Any],
+        crm_sync: bool,
+        *,
+        skip: Mapping[int, Record] | None = None,
+    ) -> list[Record]:
+        """Delete records; one result per input record. ``skip`` works as in :meth:`sync`."""
         if crm_sync:
             return [skipped(i, "1018", CRM_SKIP_MESSAGE) for i in range(len(records))]
         with self.lock:
@@ -429,7 +456,11 @@ class Store:
             schema = table.schema
             key_fields = (schema.id_field,) if delete_by == "idField" else tuple(schema.dedupe_fields)
             results: list[Record] = []
+            skip = skip or {}
             for seq, rec in enumerate(records):
+                if seq in skip:
+                    results.append(skip[seq])
+                    continue
                 if not isinstance(rec, dict):
                     results.append(
                         skipped(seq, "1003", "Invalid input: each input record must be a JSON object")

@@ -15,6 +15,7 @@ from marketo_api import (
     CrmSyncEnabledError,
     MarketoAuthenticationError,
     MarketoClient,
+    MarketoError,
     MarketoObject,
     MarketoQuotaExceededError,
     MarketoSettings,
@@ -288,3 +289,20 @@ def test_no_secret_or_token_reaches_logs(make_sandbox: MakeSandbox, caplog: pyte
     assert "retrying" in caplog.text  # the retries were logged
     assert secret not in text
     assert token.split(":")[0] not in text
+
+
+def test_bad_request_fails_at_once_with_code_message_and_request_id(sandbox: Sandbox) -> None:
+    with client_for(sandbox) as c, pytest.raises(MarketoError) as caught:
+        list(c.query(OPP, "name", ["Chairs"]))  # name is not searchable
+    error = caught.value
+    assert error.code == "1003"
+    assert error.request_id
+    assert "#" in error.request_id
+    assert "filterType" in str(error)
+    assert "requestId" in str(error)
+    assert sandbox.stats()["rest_calls"] == 1  # not retried
+
+
+def test_unknown_field_fails_naming_the_field(client: MarketoClient) -> None:
+    with pytest.raises(MarketoError, match=r"610.*not found"):
+        client.opportunity_field("noSuchField")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ from test_target_support import (
     target_config,
 )
 
-from marketo_api import CrmSyncEnabledError, MarketoClient, MarketoObject, Reason, RecordResult
-from marketo_sandbox import Fault, Sandbox
+from marketo_api import CrmSyncEnabledError
+from marketo_sandbox import Fault, RecordFault, Sandbox
 from target_marketo_opps.target import TargetMarketoOpps, TooManyRejectionsError, UnknownStreamError
 
 SandboxFactory = Callable[..., Sandbox]
@@ -559,65 +559,64 @@ def test_a_lost_answer_on_delete_reports_the_delete(make_sandbox: SandboxFactory
     assert faulty.store.opportunity("V-1") is None
 
 
-class FlakyClient(MarketoClient):
-    """A real client whose sync answers 1014 ("failed to create") for chosen records a few times.
+class NoWaitTarget(TargetMarketoOpps):
+    """The target as shipped, minus the 2/5/15 s waits between transient retry rounds."""
 
-    The records it fails are not sent; everything else goes to the sandbox over HTTP.
-    """
-
-    failures: dict[str, int] = {}
-    sizes: list[int] = []
-
-    def sync(
-        self,
-        obj: MarketoObject,
-        records: Sequence[Mapping[str, Any]],
-        *,
-        action: str = "createOrUpdate",
-        dedupe_by: str = "dedupeFields",
-    ) -> list[RecordResult]:
-        self.sizes.append(len(records))
-        sent = [
-            i for i, r in enumerate(records) if self.failures.get(str(r.get("externalOpportunityId")), 0) <= 0
-        ]
-        for r in records:
-            eid = str(r.get("externalOpportunityId"))
-            if self.failures.get(eid, 0) > 0:
-                self.failures[eid] -= 1
-        answers = (
-            super().sync(obj, [records[i] for i in sent], action=action, dedupe_by=dedupe_by) if sent else []
-        )
-        by_index = dict(zip(sent, answers, strict=True))
-        transient = (Reason("1014", "Failed to create Object"),)
-        return [
-            RecordResult(
-                seq=i,
-                status=by_index[i].status,
-                marketo_guid=by_index[i].marketo_guid,
-                reasons=by_index[i].reasons,
-            )
-            if i in by_index
-            else RecordResult(seq=i, status="skipped", reasons=transient)
-            for i in range(len(records))
-        ]
+    transient_retry_delays = (0.0, 0.0, 0.0)
 
 
 def test_transient_record_reasons_are_retried_in_smaller_batches(sb: Sandbox, tmp_path: Path) -> None:
-    class Client(FlakyClient):
-        failures = {"X-1": 1, "X-2": 2, "X-3": 2, "X-9": 10}
-        sizes: list[int] = []
-
-    class Target(TargetMarketoOpps):
-        client_class = Client
-        transient_retry_delays = (0.0, 0.0, 0.0)
-
+    # Marketo skips single records with 1014 ("Failed to create Object") a few times each;
+    # X-9 keeps failing past every retry round.
+    sb.configure(
+        record_faults=[
+            RecordFault(code="1014", keys=["X-1"], times=1),
+            RecordFault(code="1014", keys=["X-2", "X-3"], times=2),
+            RecordFault(code="1014", keys=["X-9"], times=None),
+        ]
+    )
+    sb.reset_stats()
     messages = [opp_schema(), *[opp(f"X-{n}") for n in range(10)]]
-    run = run_target(config(sb, tmp_path), messages, target_class=Target)
+    run = run_target(config(sb, tmp_path), messages, target_class=NoWaitTarget)
     assert [run.status_of(n) for n in range(1, 11)] == ["created"] * 9 + ["skipped"]
     assert run.reason_codes(10) == ["1014"]
     # 10 at first; then 4 pending in 2 calls of 2; then 3 pending in 4 calls of 1; then 1
-    assert Client.sizes == [10, 2, 2, 1, 1, 1, 1]
-    assert sb.store.opportunity("X-3") is not None
+    stats = sb.stats()
+    assert stats["write_batch_sizes"] == {"POST /rest/v1/opportunities.json": [10, 2, 2, 1, 1, 1, 1]}
+    assert stats["record_faults_injected"] == {"1014": 1 + 2 + 2 + 4}
+    assert stats["record_errors_by_code"] == {"1014": 9}
+    for n in range(9):
+        stored = sb.store.opportunity(f"X-{n}")
+        assert stored is not None
+        assert run.by_record()[n + 1]["marketoGUID"] == stored["marketoGUID"]
+    assert sb.store.opportunity("X-9") is None
+
+
+def test_transient_role_reasons_are_retried(sb: Sandbox, tmp_path: Path) -> None:
+    sb.configure(record_faults=[RecordFault(code="1022", keys=["Y-1"], times=1, object="opportunity_role")])
+    sb.reset_stats()
+    messages = [
+        opp_schema(),
+        opp("Y-1"),
+        opp("Y-2"),
+        role_schema(),
+        role("Y-1", 3),
+        role("Y-1", 4),
+        role("Y-2", 3),
+    ]
+    run = run_target(config(sb, tmp_path), messages, target_class=NoWaitTarget)
+    assert run.statuses() == {"created": 5}
+    stats = sb.stats()
+    # the opportunity Y-1 is not affected; its two roles are skipped once, then sent one per call
+    assert stats["write_batch_sizes"] == {
+        "POST /rest/v1/opportunities.json": [2],
+        "POST /rest/v1/opportunities/roles.json": [3, 1, 1],
+    }
+    assert stats["record_faults_injected"] == {"1022": 2}
+    for n, (eid, lead) in enumerate([("Y-1", 3), ("Y-1", 4), ("Y-2", 3)], start=3):
+        stored = sb.store.role(eid, lead, "Champion")
+        assert stored is not None
+        assert run.by_record()[n]["marketoGUID"] == stored["marketoGUID"]
 
 
 def test_dry_run_looks_up_keys_that_contain_a_comma(sb: Sandbox, tmp_path: Path) -> None:

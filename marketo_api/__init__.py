@@ -1,7 +1,24 @@
 """Marketo REST API layer shared by the tap, the target and the tests (no Singer imports)."""
 
-from .client import ClientStats, MarketoClient, Reason, RecordResult, chunked
-from .datatypes import ValueTypeError, json_schema_for, json_schema_for_field
+from .client import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    ClientStats,
+    MarketoClient,
+    Reason,
+    RecordResult,
+    chunked,
+    encode_json,
+)
+from .datatypes import (
+    ValueTypeError,
+    from_api,
+    json_schema_for,
+    json_schema_for_field,
+    max_length,
+    parse_datetime,
+    to_api,
+)
 from .describe import FieldDescription, MarketoObject, ObjectDescription
 from .errors import (
     TRANSIENT_REASON_CODES,
@@ -13,9 +30,11 @@ from .errors import (
     MarketoQuotaExceededError,
     RetriesExhaustedError,
 )
-from .settings import SETTINGS_JSON_SCHEMA, MarketoSettings, SettingsError
+from .settings import SETTINGS_JSON_SCHEMA, MarketoSettings, SettingsError, redact_secrets, setting_property
 
 __all__ = [
+    "MAX_BATCH",
+    "MAX_BODY_BYTES",
     "SETTINGS_JSON_SCHEMA",
     "TRANSIENT_REASON_CODES",
     "CallBudgetExhaustedError",
@@ -36,6 +55,13 @@ __all__ = [
     "SettingsError",
     "ValueTypeError",
     "chunked",
+    "encode_json",
+    "from_api",
     "json_schema_for",
     "json_schema_for_field",
+    "max_length",
+    "parse_datetime",
+    "redact_secrets",
+    "setting_property",
+    "to_api",
 ]

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 import backoff
 import requests
+import urllib3
 
 from .auth import TokenProvider
 from .describe import MarketoObject, ObjectDescription
@@ -237,6 +238,25 @@ class MarketoClient:
 
         return self._pages(page)
 
+    def lookup(
+        self,
+        obj: MarketoObject,
+        keys: Sequence[Mapping[str, Any]],
+        *,
+        fields: Sequence[str] | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Pages of records matching up to 300 keys (one-field or compound), e.g. dedupe keys.
+
+        One-field keys go as a plain filter; compound keys, and values a comma-separated
+        filterValues cannot carry, go as the JSON `input` form.
+        """
+        names = {tuple(key) for key in keys}
+        if len(names) == 1:
+            (only,) = names
+            if len(only) == 1 and not any("," in str(key[only[0]]) for key in keys):
+                return self.query(obj, only[0], [key[only[0]] for key in keys], fields=fields)
+        return self.query_by_compound_key(obj, keys, fields=fields)
+
     def sync(
         self,
         obj: MarketoObject,
@@ -374,7 +394,7 @@ class MarketoClient:
                 body = self._send(request, url, headers, data, timeout)
             except TransientError as exc:
                 code = exc.code or "network"
-                if request.is_write and on_uncertain is not None and code not in NOT_EXECUTED_CODES:
+                if request.is_write and on_uncertain is not None and exc.may_have_run:
                     on_uncertain()
                 handling = handling_for(code) if exc.code else Handling.RETRY
                 if handling is Handling.RETRY_FEW:
@@ -422,7 +442,7 @@ class MarketoClient:
 
     def _encode_body(self, request: _Request) -> bytes | None:
         if request.json_body is not None:
-            data = json.dumps(request.json_body, separators=(",", ":"), default=_json_default).encode()
+            data = encode_json(request.json_body)
         elif request.form is not None:
             data = urlencode(request.form).encode()
         else:
@@ -459,14 +479,20 @@ class MarketoClient:
                     allow_redirects=False,
                 )
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            raise TransientError(f"{type(exc).__name__} calling Marketo", endpoint=request.path) from None
+            raise TransientError(
+                f"{type(exc).__name__} calling Marketo",
+                endpoint=request.path,
+                may_have_run=_may_have_arrived(exc),
+            ) from None
         finally:
             with self._stats_lock:
                 self.stats.limiter_wait_seconds += max(self._limiter.wait_seconds - waited_before, 0.0)
         status = response.status_code
         logger.debug("%s %s -> HTTP %s", request.method, request.path, status)
         if status >= 500:
-            raise TransientError(f"HTTP {status} from Marketo", code=str(status), endpoint=request.path)
+            raise TransientError(
+                f"HTTP {status} from Marketo", code=str(status), endpoint=request.path, may_have_run=True
+            )
         if status == 414:
             raise MarketoError("HTTP 414: request URI too long", code="414", endpoint=request.path)
         if status == 413:
@@ -479,10 +505,12 @@ class MarketoClient:
             body = json.loads(response.content, parse_float=Decimal)
         except ValueError:
             raise TransientError(
-                "Marketo answered with a body that is not JSON", endpoint=request.path
+                "Marketo answered with a body that is not JSON", endpoint=request.path, may_have_run=True
             ) from None
         if not isinstance(body, dict):
-            raise TransientError("Marketo answered with an unexpected JSON body", endpoint=request.path)
+            raise TransientError(
+                "Marketo answered with an unexpected JSON body", endpoint=request.path, may_have_run=True
+            )
         if body.get("success") is False:
             errors = body.get("errors") or [{}]
             code = str(errors[0].get("code", ""))
@@ -494,7 +522,13 @@ class MarketoClient:
                     MarketoError(message, code=code, request_id=request_id, endpoint=request.path)
                 )
             if handling in (Handling.RETRY, Handling.RETRY_FEW):
-                raise TransientError(message, code=code, request_id=request_id, endpoint=request.path)
+                raise TransientError(
+                    message,
+                    code=code,
+                    request_id=request_id,
+                    endpoint=request.path,
+                    may_have_run=code not in NOT_EXECUTED_CODES,
+                )
             raise error_for(code, message, request_id=request_id, endpoint=request.path)
         return body
 
@@ -510,6 +544,14 @@ class _Reauthenticate(Exception):
     def __init__(self, error: MarketoError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _may_have_arrived(exc: requests.RequestException) -> bool:
+    """False only when the connection was never made, so Marketo cannot have seen the call."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _new_session() -> requests.Session:
@@ -538,6 +580,11 @@ def _check_write_batch(records: Sequence[Any]) -> None:
         raise ValueError("nothing to send")
     if len(records) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} records per call, got {len(records)}")
+
+
+def encode_json(value: Any) -> bytes:
+    """The exact bytes a JSON body is sent as (callers use it to keep batches under 1 MB)."""
+    return json.dumps(value, separators=(",", ":"), default=_json_default).encode()
 
 
 def _json_default(value: Any) -> Any:

@@ -16,6 +16,7 @@ STRING_TYPES = frozenset(
 )
 INTEGER_TYPES = frozenset({"integer", "score", "percent"})
 NUMBER_TYPES = frozenset({"float", "currency"})
+_LENGTH_LIMITED = frozenset({"string", "email", "phone", "url", "reference"})
 KNOWN_TYPES = STRING_TYPES | INTEGER_TYPES | NUMBER_TYPES | {"boolean", "date", "datetime"}
 
 
@@ -37,9 +38,15 @@ def json_schema_for_field(field: FieldDescription) -> dict[str, Any]:
     if data_type == "datetime":
         return {"type": ["string", "null"], "format": "date-time"}
     schema: dict[str, Any] = {"type": ["string", "null"]}
-    if field.length is not None and data_type in ("string", "email", "phone", "url", "reference"):
-        schema["maxLength"] = field.length
+    limit = max_length(field)
+    if limit is not None:
+        schema["maxLength"] = limit
     return schema
+
+
+def max_length(field: FieldDescription) -> int | None:
+    """The longest string Marketo takes for this field, where its dataType enforces `length`."""
+    return field.length if field.data_type in _LENGTH_LIMITED else None
 
 
 def json_schema_for(description: ObjectDescription) -> dict[str, Any]:
@@ -69,21 +76,21 @@ def from_api(field: FieldDescription, value: Any) -> Any:
     data_type = field.data_type
     try:
         if data_type in INTEGER_TYPES:
-            number = Decimal(str(value))
-            if number != number.to_integral_value():
-                raise ValueTypeError(f"{value!r} is not a whole number")
-            return int(number)
+            return _whole_number(value)
         if data_type in NUMBER_TYPES:
             # str() first: a float that reached us keeps its shortest repr, not binary noise.
-            return value if isinstance(value, Decimal) else Decimal(str(value))
+            number = value if isinstance(value, Decimal) else Decimal(str(value))
+            if not number.is_finite():
+                raise ValueTypeError(f"{value!r} is not a finite number")
+            return number
         if data_type == "boolean":
             return _to_bool(value)
         if data_type == "date":
             return _to_date(value).isoformat()
         if data_type == "datetime":
             # One UTC form, so bookmarks compare correctly as strings.
-            return _to_datetime(value).astimezone(dt.timezone.utc).isoformat()
-    except (InvalidOperation, ValueError) as exc:
+            return parse_datetime(value).astimezone(dt.timezone.utc).isoformat()
+    except (InvalidOperation, ValueError, OverflowError) as exc:
         raise ValueTypeError(f"field {field.name!r} ({data_type}): cannot read {value!r}: {exc}") from None
     return value if isinstance(value, str) else str(value)
 
@@ -97,10 +104,7 @@ def to_api(field: FieldDescription, value: Any) -> Any:
         if data_type in INTEGER_TYPES:
             if isinstance(value, bool):
                 raise ValueTypeError("a boolean is not a whole number")
-            number = Decimal(str(value))
-            if number != number.to_integral_value():
-                raise ValueTypeError(f"{value!r} is not a whole number")
-            return int(number)
+            return _whole_number(value)
         if data_type in NUMBER_TYPES:
             if isinstance(value, bool):
                 raise ValueTypeError("a boolean is not a number")
@@ -113,12 +117,25 @@ def to_api(field: FieldDescription, value: Any) -> Any:
         if data_type == "date":
             return _to_date(value).isoformat()
         if data_type == "datetime":
-            return _to_datetime(value).isoformat()
-    except (InvalidOperation, ValueError) as exc:
+            return parse_datetime(value).isoformat()
+    except (InvalidOperation, ValueError, OverflowError) as exc:
         raise ValueTypeError(f"cannot write {value!r} as {data_type}: {exc}") from None
     if isinstance(value, (dict, list)):
         raise ValueTypeError(f"cannot write a {type(value).__name__} as {data_type}")
     return value if isinstance(value, str) else str(value)
+
+
+# Marketo integers are 32-bit (lead ids, scores); a larger number is a data error, not an id.
+_INT_LIMIT = 2**31
+
+
+def _whole_number(value: Any) -> int:
+    number = Decimal(str(value))
+    if not number.is_finite() or number != number.to_integral_value():
+        raise ValueTypeError(f"{value!r} is not a whole number")
+    if abs(number) >= _INT_LIMIT:
+        raise ValueTypeError(f"{value!r} is outside Marketo's integer range")
+    return int(number)
 
 
 def _to_bool(value: Any) -> bool:
@@ -140,7 +157,7 @@ def _to_date(value: Any) -> dt.date:
     return dt.date.fromisoformat(text[:10]) if "T" in text else dt.date.fromisoformat(text)
 
 
-def _to_datetime(value: Any) -> dt.datetime:
+def parse_datetime(value: Any) -> dt.datetime:
     """Aware datetime; a naive one is taken as UTC, which is how Marketo reports times."""
     if isinstance(value, dt.datetime):
         parsed = value

@@ -112,6 +112,20 @@ class RetriesExhaustedError(MarketoError):
 class TransientError(MarketoError):
     """Internal: a failure that the retry loop may retry (never escapes the client)."""
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        request_id: str | None = None,
+        endpoint: str | None = None,
+        may_have_run: bool = False,
+    ) -> None:
+        super().__init__(message, code=code, request_id=request_id, endpoint=endpoint)
+        # Whether Marketo may have executed the call (a timeout, 604, 5xx): a write sent again
+        # could then be a repeat.
+        self.may_have_run = may_have_run
+
 
 def error_for(code: str, message: str, *, request_id: str | None, endpoint: str) -> MarketoError:
     """The exception class a response-level code maps to."""

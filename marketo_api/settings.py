@@ -126,8 +126,29 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _setting(json_type: str | list[str], title: str, description: str, **extra: Any) -> dict[str, Any]:
+def setting_property(json_type: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
+    """One config setting in JSON Schema, with the title and description Meltano shows."""
     return {"type": json_type, "title": title, "description": description, **extra}
+
+
+def redact_secrets(messages: list[str], config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Config validation messages with the values of secret settings blanked out.
+
+    jsonschema quotes the offending value ("987 is not of type 'string'"), which for
+    client_secret would print the secret.
+    """
+    secrets = [
+        str(config[name])
+        for name, prop in schema.get("properties", {}).items()
+        if prop.get("secret") and config.get(name) not in (None, "")
+    ]
+    cleaned = []
+    for message in messages:
+        text = message
+        for secret in secrets:
+            text = text.replace(secret, "<redacted>")
+        cleaned.append(text)
+    return cleaned
 
 
 # Plain JSON Schema (no Singer types), merged into the tap's and the target's config schema so
@@ -135,26 +156,26 @@ def _setting(json_type: str | list[str], title: str, description: str, **extra: 
 SETTINGS_JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "base_url": _setting(
+        "base_url": setting_property(
             ["string", "null"],
             "Base URL",
             "Instance root, e.g. https://123-ABC-456.mktorest.com (the REST endpoint shown under "
             "Admin > Web Services, with or without /rest). Either this or munchkin_id.",
         ),
-        "munchkin_id": _setting(
+        "munchkin_id": setting_property(
             ["string", "null"],
             "Munchkin ID",
             "Instance id such as 123-ABC-456; used to build base_url when base_url is not set.",
         ),
-        "client_id": _setting("string", "Client ID", "Client Id of the LaunchPoint custom service."),
-        "client_secret": _setting(
+        "client_id": setting_property("string", "Client ID", "Client Id of the LaunchPoint custom service."),
+        "client_secret": setting_property(
             "string",
             "Client secret",
             "Client Secret of the LaunchPoint custom service.",
             secret=True,
             writeOnly=True,
         ),
-        "max_calls_per_20s": _setting(
+        "max_calls_per_20s": setting_property(
             "integer",
             "Max calls per 20 s",
             "This connector's share of Marketo's 100 calls per 20 s, which every integration of the "
@@ -163,7 +184,7 @@ SETTINGS_JSON_SCHEMA: dict[str, Any] = {
             minimum=1,
             maximum=MARKETO_CALLS_PER_20S,
         ),
-        "max_concurrent_requests": _setting(
+        "max_concurrent_requests": setting_property(
             "integer",
             "Max concurrent requests",
             "Calls in flight at once, out of Marketo's 10 per instance.",
@@ -171,7 +192,7 @@ SETTINGS_JSON_SCHEMA: dict[str, Any] = {
             minimum=1,
             maximum=MARKETO_CONCURRENT_CALLS,
         ),
-        "daily_call_budget": _setting(
+        "daily_call_budget": setting_property(
             ["integer", "null"],
             "Daily call budget",
             "Stop before making more than this many REST calls in one run, to leave the instance's "
@@ -179,14 +200,14 @@ SETTINGS_JSON_SCHEMA: dict[str, Any] = {
             "(exit code 1); the tap's STATE lets the next run resume where it stopped.",
             minimum=1,
         ),
-        "rate_window_seconds": _setting(
+        "rate_window_seconds": setting_property(
             ["number", "null"],
             "Rate window in seconds (advanced/testing)",
             "Length of the window max_calls_per_20s applies to. Marketo's window is 20 s; change it "
             "only to match a test sandbox with a shorter window.",
             exclusiveMinimum=0,
         ),
-        "max_retry_seconds": _setting(
+        "max_retry_seconds": setting_property(
             ["number", "null"],
             "Max retry time in seconds (advanced/testing)",
             "Total time one call may spend retrying transient errors (606, 615, 604, 5xx, timeouts) "

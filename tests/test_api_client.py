@@ -306,3 +306,26 @@ def test_bad_request_fails_at_once_with_code_message_and_request_id(sandbox: San
 def test_unknown_field_fails_naming_the_field(client: MarketoClient) -> None:
     with pytest.raises(MarketoError, match=r"610.*not found"):
         client.opportunity_field("noSuchField")
+
+
+def test_lookup_uses_a_filter_for_one_field_keys_and_input_for_compound(sandbox: Sandbox) -> None:
+    with client_for(sandbox) as c:
+        simple = all_records(c.lookup(OPP, [{"externalOpportunityId": "19UYA31581L000000"}]))
+        with_comma = all_records(c.lookup(OPP, [{"externalOpportunityId": "A,B"}]))
+        compound = all_records(
+            c.lookup(ROLE, [{"externalOpportunityId": "Opportunity1", "leadId": 1, "role": "Captain"}])
+        )
+    assert [r["externalOpportunityId"] for r in simple] == ["19UYA31581L000000"]
+    assert with_comma == []
+    assert [r["role"] for r in compound] == ["Captain"]
+    calls = sandbox.stats()["calls_by_endpoint"]
+    assert calls.get("GET /rest/v1/opportunities.json") == 1
+    assert sum(v for k, v in calls.items() if k.startswith("QUERY")) == 2
+
+
+def test_write_refused_before_running_is_not_flagged_uncertain(make_sandbox: MakeSandbox) -> None:
+    sb = make_sandbox(faults=[Fault(kind="606", calls=[1]), Fault(kind="615", calls=[2])])
+    with client_for(sb) as c:
+        results = c.sync(OPP, [{"externalOpportunityId": "SURE-1", "name": "x"}])
+    assert results[0].status == "created"
+    assert not results[0].after_uncertain_attempt

@@ -212,3 +212,40 @@ def test_settings_take_numbers_in_any_json_form() -> None:
     assert settings.rate_window_seconds == 1.5
     assert isinstance(settings.rate_window_seconds, float)
     assert settings.max_calls_per_20s == 40
+
+
+@pytest.mark.parametrize("value", ["Infinity", float("inf"), "1e999", 2**40, "NaN"])
+def test_impossible_integers_are_value_errors(value: object) -> None:
+    with pytest.raises(ValueTypeError):
+        to_api(_field("leadId", "integer"), value)
+    with pytest.raises(ValueTypeError):
+        from_api(_field("leadId", "integer"), value)
+
+
+def test_non_finite_numbers_are_value_errors() -> None:
+    with pytest.raises(ValueTypeError):
+        from_api(_field("amount", "currency"), "Infinity")
+
+
+def test_secret_values_are_redacted_from_config_errors() -> None:
+    from marketo_api import SETTINGS_JSON_SCHEMA, redact_secrets
+
+    messages = ["987654321 is not of type 'string'", "client_id ok"]
+    cleaned = redact_secrets(messages, {"client_secret": 987654321}, SETTINGS_JSON_SCHEMA)
+    assert cleaned == ["<redacted> is not of type 'string'", "client_id ok"]
+
+
+def test_refused_connection_counts_as_never_sent() -> None:
+    import socket
+
+    import requests
+
+    from marketo_api.client import _may_have_arrived
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound but not listening: connections are refused
+        with pytest.raises(requests.ConnectionError) as refused:
+            requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+    assert not _may_have_arrived(refused.value)
+    assert _may_have_arrived(requests.ConnectionError("Connection aborted.", "RemoteDisconnected"))

@@ -29,7 +29,7 @@ KNOWN_DATA_TYPES = frozenset(
 
 #: Fault kinds accepted by :class:`Fault`.
 FAULT_KINDS = frozenset(
-    {"606", "615", "604", "608", "611", "614", "713", "http500", "http502", "http503", "drop", "slow"}
+    {"603", "606", "615", "604", "608", "611", "614", "713", "http500", "http502", "http503", "drop", "slow"}
 )
 
 #: Record-level transient skip reasons :class:`RecordFault` can inject, with Marketo's messages.
@@ -98,7 +98,7 @@ DEFAULT_CUSTOM_FIELDS: list[CustomField] = [
 class Fault:
     """An injected failure.
 
-    * ``kind``: a Marketo error code ("606", "615", "604", "608", "611", "614", "713"), an HTTP
+    * ``kind``: a Marketo error code ("603", "606", "615", "604", "608", "611", "614", "713"), an HTTP
       error with an HTML body ("http500", "http502", "http503"), "drop" (close the connection
       without answering) or "slow" (sleep ``seconds`` and then answer normally).
     * ``calls``: 1-based numbers of REST calls (identity excluded) since start or ``reset_stats``.

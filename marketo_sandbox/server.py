@@ -35,6 +35,7 @@ ROLE_CRM_MESSAGE = (
     "CRM Enabled: Opportunity Role APIs are not available for instances with native CRM sync enabled"
 )
 FAULT_MESSAGES = {
+    "603": "Access denied",
     "604": "Request timed out",
     "608": "API Temporarily Unavailable",
     "611": "System error",

@@ -17,6 +17,7 @@ from marketo_api import (
     MarketoClient,
     MarketoError,
     MarketoObject,
+    MarketoPermissionError,
     MarketoQuotaExceededError,
     MarketoSettings,
     RetriesExhaustedError,
@@ -329,3 +330,10 @@ def test_write_refused_before_running_is_not_flagged_uncertain(make_sandbox: Mak
         results = c.sync(OPP, [{"externalOpportunityId": "SURE-1", "name": "x"}])
     assert results[0].status == "created"
     assert not results[0].after_uncertain_attempt
+
+
+def test_access_denied_names_the_permission_and_is_not_retried(make_sandbox: MakeSandbox) -> None:
+    sb = make_sandbox(faults=[Fault(kind="603", calls=[1])])
+    with client_for(sb) as c, pytest.raises(MarketoPermissionError, match="Read-Write Opportunity"):
+        c.describe(OPP)
+    assert sb.stats()["rest_calls"] == 1

@@ -88,6 +88,7 @@ def run_tap(base_url: str, workdir: Path) -> Path:
 
 def run_target(base_url: str, workdir: Path) -> None:
     results = OUT / "target-results.jsonl"
+    results.unlink(missing_ok=True)  # the target appends; the demo shows one run
     config = write_config(
         workdir / "target.json",
         {

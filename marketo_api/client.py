@@ -245,7 +245,7 @@ class MarketoClient:
         *,
         fields: Sequence[str] | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
-        """Pages of records matching up to 300 keys (one-field or compound), e.g. dedupe keys.
+        """Pages of records matching up to 300 dedupe keys (one field, or the roles' compound key).
 
         One-field keys go as a plain filter; compound keys, and values a comma-separated
         filterValues cannot carry, go as the JSON `input` form.

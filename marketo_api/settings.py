@@ -142,11 +142,13 @@ def redact_secrets(messages: list[str], config: Mapping[str, Any], schema: Mappi
         for name, prop in schema.get("properties", {}).items()
         if prop.get("secret") and config.get(name) not in (None, "")
     ]
+    # Whole values only: a short secret must not mangle words that happen to contain it.
+    patterns = [re.compile(rf"(?<!\w){re.escape(secret)}(?!\w)") for secret in secrets]
     cleaned = []
     for message in messages:
         text = message
-        for secret in secrets:
-            text = text.replace(secret, "<redacted>")
+        for pattern in patterns:
+            text = pattern.sub("<redacted>", text)
         cleaned.append(text)
     return cleaned
 

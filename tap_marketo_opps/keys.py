@@ -68,70 +68,65 @@ def key_sources(config: Mapping[str, Any], *, check_files: bool = True) -> list[
     Raises ConfigValidationError naming the setting when one is malformed. With `check_files`,
     key files must exist; their content is validated as it is read.
     """
-    sources: list[KeySource] = []
-    ext_ids = config.get("external_opportunity_ids")
-    if ext_ids:
-        values = [_external_id(v, "external_opportunity_ids") for v in ext_ids]
-        sources.append(
-            KeySource(
-                "external_opportunity_ids",
-                MarketoObject.OPPORTUNITY,
-                EXTERNAL_OPPORTUNITY_ID,
-                f"{len(values)} externalOpportunityIds from the config",
-                partial(iter, values),
-            )
-        )
-    ext_file = config.get("external_opportunity_ids_file")
-    if ext_file:
-        path = _key_file(ext_file, "external_opportunity_ids_file", check=check_files)
-        sources.append(
-            KeySource(
-                "external_opportunity_ids_file",
-                MarketoObject.OPPORTUNITY,
-                EXTERNAL_OPPORTUNITY_ID,
-                f"externalOpportunityIds from {path}",
-                partial(read_key_file, path, _EXTERNAL_ID_COLUMNS, partial(_external_id, where=str(path))),
-            )
-        )
-    lead_ids = config.get("lead_ids")
-    if lead_ids:
-        ints = [_lead_id(v, "lead_ids") for v in lead_ids]
-        sources.append(
-            KeySource(
-                "lead_ids",
-                MarketoObject.OPPORTUNITY_ROLE,
-                LEAD_ID,
-                f"{len(ints)} lead ids from the config",
-                partial(iter, ints),
-            )
-        )
-    lead_file = config.get("lead_ids_file")
-    if lead_file:
-        path = _key_file(lead_file, "lead_ids_file", check=check_files)
-        sources.append(
-            KeySource(
-                "lead_ids_file",
-                MarketoObject.OPPORTUNITY_ROLE,
-                LEAD_ID,
-                f"lead ids from {path}",
-                partial(read_key_file, path, _LEAD_ID_COLUMNS, partial(_lead_id, where=str(path))),
-            )
-        )
-    lead_range = config.get("lead_id_range")
-    if lead_range:
-        start, end = _range(lead_range)
-        sources.append(
-            KeySource(
-                "lead_id_range",
-                MarketoObject.OPPORTUNITY_ROLE,
-                LEAD_ID,
-                f"lead ids {start}..{end}",
-                partial(_range_values, start, end),
-            )
-        )
+    found = [
+        _list_source(config, "external_opportunity_ids", _EXTERNAL_IDS),
+        _file_source(config, "external_opportunity_ids_file", _EXTERNAL_IDS, check=check_files),
+        _list_source(config, "lead_ids", _LEAD_IDS),
+        _file_source(config, "lead_ids_file", _LEAD_IDS, check=check_files),
+        _range_source(config),
+    ]
+    sources = [source for source in found if source is not None]
     for index, spec in enumerate(config.get("filters") or ()):
         sources.append(_filter_source(index, spec))
     return sources
+
+
+@dataclass(frozen=True)
+class _KeyKind:
+    """What a list or file of keys holds: externalOpportunityIds or lead ids."""
+
+    obj: MarketoObject
+    field: str
+    noun: str  # for the log
+    parse: Callable[[Any, str], KeyValue]  # (value, where) -> key; raises naming `where`
+    columns: Sequence[str]  # accepted key-column names in a file's header
+
+
+def _list_source(config: Mapping[str, Any], setting: str, kind: _KeyKind) -> KeySource | None:
+    raw = config.get(setting)
+    if not raw:
+        return None
+    values = [kind.parse(value, setting) for value in raw]
+    description = f"{len(values)} {kind.noun} from the config"
+    return KeySource(setting, kind.obj, kind.field, description, partial(iter, values))
+
+
+def _file_source(config: Mapping[str, Any], setting: str, kind: _KeyKind, *, check: bool) -> KeySource | None:
+    value = config.get(setting)
+    if not value:
+        return None
+    path = _key_file(value, setting, check=check)
+    where = str(path)
+
+    def parse(text: str) -> KeyValue:
+        return kind.parse(text, where)
+
+    read = partial(read_key_file, path, kind.columns, parse)
+    return KeySource(setting, kind.obj, kind.field, f"{kind.noun} from {path}", read)
+
+
+def _range_source(config: Mapping[str, Any]) -> KeySource | None:
+    lead_range = config.get("lead_id_range")
+    if not lead_range:
+        return None
+    start, end = _range(lead_range)
+    return KeySource(
+        "lead_id_range",
+        MarketoObject.OPPORTUNITY_ROLE,
+        LEAD_ID,
+        f"lead ids {start}..{end}",
+        partial(_range_values, start, end),
+    )
 
 
 def _filter_source(index: int, spec: Any) -> KeySource:
@@ -254,6 +249,16 @@ def _filter_value(value: Any, where: str) -> KeyValue:
     if isinstance(value, str):
         return _external_id(value, where)
     return value
+
+
+_EXTERNAL_IDS = _KeyKind(
+    MarketoObject.OPPORTUNITY,
+    EXTERNAL_OPPORTUNITY_ID,
+    "externalOpportunityIds",
+    _external_id,
+    _EXTERNAL_ID_COLUMNS,
+)
+_LEAD_IDS = _KeyKind(MarketoObject.OPPORTUNITY_ROLE, LEAD_ID, "lead ids", _lead_id, _LEAD_ID_COLUMNS)
 
 
 def _range_values(start: int, end: int) -> Iterator[KeyValue]:

@@ -14,17 +14,11 @@ from typing import Any
 
 from singer_sdk import typing as th
 
-from marketo_api import FieldDescription, ObjectDescription, ValueTypeError, json_schema_for
-from marketo_api.datatypes import from_api
+from marketo_api import FieldDescription, ObjectDescription, ValueTypeError, from_api
 
 logger = logging.getLogger("tap_marketo_opps")
 
 REPLICATION_KEY = "updatedAt"
-
-
-def record_schema(description: ObjectDescription) -> dict[str, Any]:
-    """JSON Schema of the object's records: every described field, typed by dataType."""
-    return json_schema_for(description)
 
 
 def replication_key_for(schema: Mapping[str, Any]) -> str | None:
@@ -62,15 +56,33 @@ def coercion_field(name: str, prop: Mapping[str, Any]) -> FieldDescription:
     )
 
 
-class RecordCoercer:
-    """Turns API records into typed records with exactly the requested fields."""
+# Unreadable values logged one by one per stream and field; the rest are only counted, and
+# the end-of-run summary (TapMarketoOpps.log_call_summary) gives the exact counts.
+LOGGED_UNREADABLE_PER_FIELD = 10
 
-    def __init__(self, stream_name: str, schema: Mapping[str, Any]) -> None:
+
+class RecordCoercer:
+    """Turns API records into typed records with exactly the requested fields.
+
+    A value that cannot be read as its property's type (e.g. a catalog that says integer for
+    a field Marketo now holds text in) is emitted as null and reported: the first
+    `LOGGED_UNREADABLE_PER_FIELD` per field are logged at WARNING with the stream, record and
+    field, and every one is counted in `unreadable`, keyed by (stream, field).
+    """
+
+    def __init__(
+        self,
+        stream_name: str,
+        schema: Mapping[str, Any],
+        unreadable: dict[tuple[str, str], int] | None = None,
+        log: logging.Logger = logger,
+    ) -> None:
         self._stream = stream_name
+        self._log = log
         self._fields = {
             name: coercion_field(name, prop) for name, prop in schema.get("properties", {}).items()
         }
-        self._bad_values: dict[str, int] = {}
+        self.unreadable = unreadable if unreadable is not None else {}
 
     def coerce(self, raw: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
         """The record with every field in `fields`; a field the API did not return is null."""
@@ -84,21 +96,39 @@ class RecordCoercer:
             try:
                 record[name] = from_api(spec, value)
             except ValueTypeError as exc:
-                count = self._bad_values.get(name, 0) + 1
-                self._bad_values[name] = count
-                if count <= 3:
-                    logger.warning(
-                        "%s: %s; emitted as null (record %s)",
-                        self._stream,
-                        exc,
-                        raw.get("marketoGUID") or raw.get("externalOpportunityId"),
-                    )
+                self._report(raw, name, exc)
                 record[name] = None
         return record
 
-    @property
-    def bad_values(self) -> dict[str, int]:
-        return dict(self._bad_values)
+    def _report(self, raw: Mapping[str, Any], name: str, exc: ValueTypeError) -> None:
+        key = (self._stream, name)
+        count = self.unreadable.get(key, 0) + 1
+        self.unreadable[key] = count
+        if count > LOGGED_UNREADABLE_PER_FIELD:
+            return
+        self._log.warning(
+            "%s record %s: %s; emitted as null%s",
+            self._stream,
+            _record_label(raw),
+            exc,
+            f" ({count} logged for {self._stream}.{name}; further ones are only counted, in the "
+            "summary at the end of the run)"
+            if count == LOGGED_UNREADABLE_PER_FIELD
+            else "",
+        )
+
+
+def _record_label(raw: Mapping[str, Any]) -> str:
+    """How a log line names a Marketo record: its marketoGUID, else its externalOpportunityId."""
+    for key in ("marketoGUID", "externalOpportunityId"):
+        if raw.get(key) is not None:
+            return f"{key} {raw[key]}"
+    return "(no marketoGUID or externalOpportunityId)"
+
+
+def unreadable_summary(counts: Mapping[tuple[str, str], int]) -> str:
+    """`opportunities.legacyFormula 40, ...`: exact counts of unreadable values by stream and field."""
+    return ", ".join(f"{stream}.{name} {count:,}" for (stream, name), count in sorted(counts.items()))
 
 
 def _opt(name: str, wrapped: Any, description: str) -> th.Property:

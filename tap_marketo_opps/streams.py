@@ -60,6 +60,7 @@ from singer_sdk.mapper import RemoveRecordTransform, StreamMap
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
 from marketo_api import (
+    MAX_BATCH,
     CallBudgetExhaustedError,
     MarketoObject,
     MarketoQuotaExceededError,
@@ -104,6 +105,8 @@ class SyncRun:
     current: BatchResult | None = None  # the batch the children are emitting
     emitted: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)  # older than the bookmark/start_date
+    # values not readable as their property's type, emitted as null: (stream, field) -> count
+    unreadable: dict[tuple[str, str], int] = field(default_factory=dict)
     queries: QueryCount = field(default_factory=QueryCount)
     keys: int = 0  # keys whose batches were queried this run
 
@@ -188,13 +191,14 @@ class KeyBatchesStream(Stream):
                     self.logger.info("Key source %s: finished by the stopped run, skipped", source.name)
                     continue
                 skip = resume["batches_done"] if resume and index == first_source else 0
-                total_batches = math.ceil(key_count / 300)
+                total_batches = math.ceil(key_count / MAX_BATCH)
                 self.logger.info(
-                    "Key source %s: %s (%s keys, %s batches of 300; %s)%s",
+                    "Key source %s: %s (%s keys, %s batches of %s; %s)%s",
                     source.name,
                     source.description,
                     f"{key_count:,}",
                     f"{total_batches:,}",
+                    MAX_BATCH,
                     _describe_plan(plan.primary, plan.primary_field, plan.emit_primary, plan.follow_up),
                     f"; resuming after batch {skip:,}" if skip else "",
                 )
@@ -331,7 +335,7 @@ class MarketoRecordStream(Stream):
         self.marketo_object = obj
         self.primary_keys = key_properties
         self.replication_key = replication_key
-        self._coercer = RecordCoercer(name, schema)
+        self._coercer = RecordCoercer(name, schema, tap.sync_run.unreadable, self.logger)
         self._fields: tuple[str, ...] | None = None
 
     def requested_fields(self) -> tuple[str, ...]:

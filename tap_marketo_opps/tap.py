@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
 from singer_sdk import Stream, Tap
 from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.singerlib import Catalog
 
 from marketo_api import (
+    MAX_BATCH,
     SETTINGS_JSON_SCHEMA,
     MarketoClient,
     MarketoObject,
     MarketoSettings,
     ObjectDescription,
     SettingsError,
+    json_schema_for,
+    redact_secrets,
+    setting_property,
 )
 
 from .keys import key_sources
 from .pipeline import interruptible_sleep
-from .schemas import record_schema, replication_key_for
+from .schemas import LOGGED_UNREADABLE_PER_FIELD, replication_key_for, unreadable_summary
 from .streams import (
     KEY_BATCHES,
     OPPORTUNITIES,
@@ -40,10 +44,6 @@ _RECORD_STREAMS = {
 }
 
 
-def _setting(json_type: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": json_type, "title": title, "description": description, **extra}
-
-
 _KEY_FILE_HELP = (
     "One value a line, or a CSV file (comma, tab, semicolon or pipe) with a header row; the key "
     "column is the one named {columns} (case, '_' and '-' are ignored; a one-column file may start "
@@ -52,7 +52,7 @@ _KEY_FILE_HELP = (
 )
 
 TAP_SETTINGS: dict[str, Any] = {
-    "start_date": _setting(
+    "start_date": setting_property(
         ["string", "null"],
         "Start date",
         "Emit only records whose updatedAt is at or after this time (ISO 8601). Marketo has no "
@@ -60,31 +60,31 @@ TAP_SETTINGS: dict[str, Any] = {
         "Later runs use the saved updatedAt bookmark when it is newer.",
         format="date-time",
     ),
-    "external_opportunity_ids": _setting(
+    "external_opportunity_ids": setting_property(
         ["array", "null"],
         "External opportunity IDs",
         "Read these opportunities (by externalOpportunityId) and their roles.",
         items={"type": "string"},
     ),
-    "external_opportunity_ids_file": _setting(
+    "external_opportunity_ids_file": setting_property(
         ["string", "null"],
         "External opportunity IDs file",
         "Path of a file of externalOpportunityIds; like external_opportunity_ids. "
         + _KEY_FILE_HELP.format(columns="externalOpportunityId, opportunityId or id"),
     ),
-    "lead_ids": _setting(
+    "lead_ids": setting_property(
         ["array", "null"],
         "Lead IDs",
-        "Read the roles of these leads (by leadId, 300 leads a query) and every opportunity they "
-        "name (each fetched once per run).",
+        f"Read the roles of these leads (by leadId, {MAX_BATCH} leads a query) and every opportunity "
+        "they name (each fetched once per run).",
         items={"type": "integer"},
     ),
-    "lead_ids_file": _setting(
+    "lead_ids_file": setting_property(
         ["string", "null"],
         "Lead IDs file",
         "Path of a file of lead ids; like lead_ids. " + _KEY_FILE_HELP.format(columns="leadId, lead or id"),
     ),
-    "lead_id_range": _setting(
+    "lead_id_range": setting_property(
         ["object", "null"],
         "Lead ID range",
         'Like lead_ids, for every id from start to end inclusive, e.g. {"start": 1, "end": 250000}.',
@@ -94,7 +94,7 @@ TAP_SETTINGS: dict[str, Any] = {
         },
         required=["start", "end"],
     ),
-    "filters": _setting(
+    "filters": setting_property(
         ["array", "null"],
         "Filters",
         "More key sources on other searchable fields: a list of {object, field, values}, where "
@@ -126,7 +126,7 @@ TAP_SETTINGS: dict[str, Any] = {
             "required": ["object", "field", "values"],
         },
     ),
-    "progress_log_batches": _setting(
+    "progress_log_batches": setting_property(
         "integer",
         "Progress log interval (batches)",
         "Log progress (batches done, records, calls, calls per minute, time left) every this "
@@ -157,12 +157,30 @@ class TapMarketoOpps(Tap):
         self._field_pages = 0
         self.sync_run = SyncRun()
         super().__init__(*args, **kwargs)
-        if kwargs.get("validate_config", True):
-            try:
-                MarketoSettings.from_config(self.config)
-                key_sources(self.config, check_files=False)
-            except SettingsError as exc:
-                raise ConfigValidationError(str(exc), errors=[str(exc)]) from exc
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's JSON Schema check, then the connection settings and the key sources.
+
+        jsonschema quotes offending values ("987654321 is not of type 'string'"), so every
+        message goes through redact_secrets before anything logs or raises it.
+        """
+        try:
+            errors = super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            raise ConfigValidationError(
+                str(exc), errors=self._redacted(exc.errors), schema=exc.schema
+            ) from None
+        if errors:
+            return self._redacted(errors)
+        errors = self._redacted(_setting_errors(self._config))
+        if errors and raise_errors:
+            raise ConfigValidationError("; ".join(errors), errors=errors)
+        for error in errors:
+            self.logger.warning("Config: %s", error)
+        return errors
+
+    def _redacted(self, messages: list[str]) -> list[str]:
+        return redact_secrets(messages, self._config, self.config_jsonschema)
 
     # ---- shared Marketo access ----------------------------------------------------------------
 
@@ -192,44 +210,33 @@ class TapMarketoOpps(Tap):
     # ---- discovery ----------------------------------------------------------------------------
 
     def discover_streams(self) -> list[Stream]:
+        """The record streams take their schemas from the catalog when one is given (no describe)."""
         streams: list[Stream] = [KeyBatchesStream(self)]
-        if self.input_catalog is not None:
-            streams += self._record_streams_from_catalog(self.input_catalog)
-        else:
-            for name, obj in _RECORD_STREAMS.items():
-                description = self.describe(obj)
-                schema = record_schema(description)
-                streams.append(
-                    MarketoRecordStream(
-                        self,
-                        name=name,
-                        obj=obj,
-                        schema=schema,
-                        key_properties=[description.id_field],
-                        replication_key=replication_key_for(schema),
-                    )
-                )
-        streams += [OpportunityFieldsStream(self), OpportunityRoleFieldsStream(self)]
-        return streams
-
-    def _record_streams_from_catalog(self, catalog: Catalog) -> list[Stream]:
-        """Record streams from the catalog's schemas: a sync given a catalog calls no describe."""
-        streams: list[Stream] = []
+        catalog = self.input_catalog
         for name, obj in _RECORD_STREAMS.items():
-            entry = catalog.get_stream(name)
-            if entry is None:
-                continue
-            schema = entry.schema.to_dict()
+            if catalog is None:
+                description = self.describe(obj)
+                schema = json_schema_for(description)
+                key_properties = [description.id_field]
+                replication_key = replication_key_for(schema)
+            else:
+                entry = catalog.get_stream(name)
+                if entry is None:
+                    continue
+                schema = entry.schema.to_dict()
+                key_properties = list(entry.key_properties or ["marketoGUID"])
+                replication_key = entry.replication_key or replication_key_for(schema)
             streams.append(
                 MarketoRecordStream(
                     self,
                     name=name,
                     obj=obj,
                     schema=schema,
-                    key_properties=list(entry.key_properties or ["marketoGUID"]),
-                    replication_key=entry.replication_key or replication_key_for(schema),
+                    key_properties=key_properties,
+                    replication_key=replication_key,
                 )
             )
+        streams += [OpportunityFieldsStream(self), OpportunityRoleFieldsStream(self)]
         return streams
 
     @property
@@ -268,17 +275,18 @@ class TapMarketoOpps(Tap):
         }
 
     def log_call_summary(self) -> None:
-        """Log calls made against the minimum this run needed."""
+        """Log calls made against the minimum this run needed, and any value emitted as null."""
         figures = self.call_figures
         run = self.sync_run
         self.logger.info(
             "Marketo calls: %s made, of which %s retries; minimum for this run %s = %s key-batch queries "
-            "(ceil(keys / 300) per source, %s keys) + %s follow-up queries + %s extra pages + %s describes "
+            "(ceil(keys / %s) per source, %s keys) + %s follow-up queries + %s extra pages + %s describes "
             "+ %s field-list pages. Records emitted: %s; older than the bookmark/start_date, not emitted: %s",
             f"{figures['calls']:,}",
             f"{figures['retries']:,}",
             f"{figures['minimum']:,}",
             f"{figures['key_batch_queries']:,}",
+            MAX_BATCH,
             f"{figures['keys']:,}",
             f"{figures['follow_up_queries']:,}",
             f"{figures['extra_pages']:,}",
@@ -287,6 +295,29 @@ class TapMarketoOpps(Tap):
             _counts(run.emitted),
             _counts(run.filtered),
         )
+        if run.unreadable:
+            self.logger.warning(
+                "Values the tap could not read as their field's type were emitted as null (the records "
+                "themselves were emitted), by stream.field: %s. The log names the record of the first "
+                "%s per field. Check the field's dataType in Marketo against the catalog; rediscover "
+                "if it changed.",
+                unreadable_summary(run.unreadable),
+                LOGGED_UNREADABLE_PER_FIELD,
+            )
+
+
+def _setting_errors(config: Mapping[str, Any]) -> list[str]:
+    """Checks JSON Schema cannot express: the connection settings and the key sources."""
+    errors: list[str] = []
+    try:
+        MarketoSettings.from_config(config)
+    except SettingsError as exc:
+        errors.append(str(exc))
+    try:
+        key_sources(config, check_files=False)
+    except ConfigValidationError as exc:
+        errors.extend(exc.errors or [str(exc)])
+    return errors
 
 
 def _counts(counter: dict[str, int]) -> str:

@@ -14,8 +14,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from marketo_api import CrmSyncEnabledError, MarketoClient, MarketoObject, ObjectDescription, Reason
-from marketo_api.client import MAX_BATCH, chunked
+from marketo_api import (
+    MAX_BATCH,
+    CrmSyncEnabledError,
+    MarketoClient,
+    MarketoObject,
+    ObjectDescription,
+    Reason,
+    chunked,
+)
 
 from .records import DELETE, ConflictKey, Item, Outcome
 from .results import ResultsLog
@@ -47,7 +54,9 @@ class DryRunCoordinator(Coordinator):
         self._fresh: collections.Counter[MarketoObject] = collections.Counter()
         # What Marketo holds, as far as this run knows: key -> (exists, marketoGUID).
         self._known: dict[ConflictKey, tuple[bool, str | None]] = {}
-        self.lookups = 0
+        # A found record's other key (marketoGUID <-> dedupe fields), so a delete by one of them
+        # is seen by a later record using the other.
+        self._aliases: dict[ConflictKey, ConflictKey] = {}
 
     def _add(self, item: Item) -> None:
         self._pending[item.obj].append(item)
@@ -114,6 +123,9 @@ class DryRunCoordinator(Coordinator):
     def _set(self, item: Item, exists: bool, guid: str | None) -> None:
         for key in item.conflict_keys:
             self._known[key] = (exists, guid)
+            alias = self._aliases.get(key)
+            if alias is not None:
+                self._known[alias] = (exists, guid)
 
     # ---- lookups ----------------------------------------------------------------------------
 
@@ -140,31 +152,26 @@ class DryRunCoordinator(Coordinator):
         description = self.descriptions[obj]
         dedupe = description.dedupe_fields
         fields = [description.id_field, *dedupe]
-        self.lookups += 1
-        if kind == "id":
-            pages = self.client.query(obj, description.id_field, [v for _, v in chunk], fields=fields)
-        elif len(dedupe) == 1:
-            values = [v[0] for _, v in chunk]
-            if any("," in str(v) for v in values):
-                # filterValues cannot carry a comma; the compound form takes any value.
-                pages = self.client.query_by_compound_key(
-                    obj, [{dedupe[0]: v} for v in values], fields=fields
-                )
-            else:
-                pages = self.client.query(obj, dedupe[0], values, fields=fields)
-        else:
-            pages = self.client.query_by_compound_key(
-                obj, [dict(zip(dedupe, v, strict=True)) for _, v in chunk], fields=fields
-            )
         for key, _ in chunk:
             self._known[key] = _NOT_FOUND
-        for page in pages:
+        if kind == "id":
+            # A marketoGUID with a comma cannot exist (and the compound form is for dedupe fields).
+            keys = [{description.id_field: v} for _, v in chunk if "," not in str(v)]
+        else:
+            keys = [dict(zip(dedupe, v, strict=True)) for _, v in chunk]
+        if not keys:
+            return
+        for page in self.client.lookup(obj, keys, fields=fields):
             for row in page:
                 guid = row.get(description.id_field)
                 found = (True, guid if isinstance(guid, str) else None)
-                self._known[(obj.value, "dedupe", tuple(row.get(n) for n in dedupe))] = found
+                dedupe_key = (obj.value, "dedupe", tuple(row.get(n) for n in dedupe))
+                self._known[dedupe_key] = found
                 if isinstance(guid, str) and guid:
-                    self._known[(obj.value, "id", guid)] = found
+                    id_key = (obj.value, "id", guid)
+                    self._known[id_key] = found
+                    self._aliases[id_key] = dedupe_key
+                    self._aliases[dedupe_key] = id_key
 
 
 def _opp_key(external_id: str | None) -> ConflictKey:

@@ -7,15 +7,23 @@ is rejected.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from marketo_api import FieldDescription, MarketoObject, ObjectDescription, Reason, ValueTypeError
-from marketo_api.datatypes import STRING_TYPES, to_api
+from marketo_api import (
+    FieldDescription,
+    MarketoObject,
+    ObjectDescription,
+    Reason,
+    ValueTypeError,
+    encode_json,
+    max_length,
+    to_api,
+)
+from marketo_api.datatypes import STRING_TYPES
 
 SYNC = "sync"
 DELETE = "delete"
@@ -38,12 +46,9 @@ TARGET_REASON_LABELS = {
     TOO_LARGE: "record over the request size limit",
 }
 
-# dataTypes Marketo gives a `length` that limits the value (as `json_schema_for_field` does).
 #: (object path, "dedupe" | "id", value): two records with a common key address one Marketo record.
 ConflictKey = tuple[str, str, Any]
 
-_LENGTH_LIMITED = frozenset({"string", "email", "phone", "url", "reference"})
-_SEPARATORS = (",", ":")
 # A writable field: its description, whether `to_api` passes its strings through unchanged, and
 # its maximum length.
 _FieldPlan = tuple[FieldDescription, bool, int | None]
@@ -70,8 +75,18 @@ class Item:
 
     @property
     def opportunity_id(self) -> str | None:
+        """The opportunity's externalOpportunityId; None for a record keyed by marketoGUID alone."""
         value = self.payload.get("externalOpportunityId", self.key.get("externalOpportunityId"))
         return value if isinstance(value, str) and value else None
+
+    @property
+    def key_kinds(self) -> frozenset[str]:
+        """Which kinds of key the record carries: "dedupe", "id" or both.
+
+        Records whose kinds do not overlap (marketoGUID only vs dedupe fields only) cannot be
+        told apart: they may address the same Marketo record.
+        """
+        return frozenset(kind for _, kind, _ in self.conflict_keys)
 
 
 @dataclass(frozen=True)
@@ -87,26 +102,13 @@ class Outcome:
         return any(r.code == code for r in self.reasons)
 
 
-def dumps(value: Any) -> str:
-    """Serialized exactly as the Marketo client sends it (compact, ASCII-escaped)."""
-    return json.dumps(value, separators=_SEPARATORS, default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
 def sync_envelope_bytes(action: str, dedupe_by: str) -> int:
     """Bytes of a sync body around its records: `{"action":..,"dedupeBy":..,"input":[]}`."""
-    return len(dumps({"action": action, "dedupeBy": dedupe_by, "input": []}))
+    return len(encode_json({"action": action, "dedupeBy": dedupe_by, "input": []}))
 
 
 def delete_envelope_bytes(delete_by: str) -> int:
-    return len(dumps({"deleteBy": delete_by, "input": []}))
+    return len(encode_json({"deleteBy": delete_by, "input": []}))
 
 
 def conflict_keys(
@@ -258,7 +260,7 @@ class PayloadBuilder:
 
     def _finish(self, item: Item, payload: dict[str, Any]) -> Item:
         item.payload = payload
-        item.size = len(dumps(payload))
+        item.size = len(encode_json(payload))  # the bytes the client will send for it
         item.conflict_keys = conflict_keys(self.obj, self.description, payload)
         limit = self.max_body_bytes - self.body_overhead(item)
         if item.size > limit:
@@ -291,7 +293,7 @@ class PayloadBuilder:
                 "from every record (key fields are kept)",
             )
             return None
-        return fdesc, fdesc.data_type in STRING_TYPES, _length_limit(fdesc)
+        return fdesc, fdesc.data_type in STRING_TYPES, max_length(fdesc)
 
     def _convert(self, item: Item, fdesc: FieldDescription, value: Any) -> Any:
         try:
@@ -299,7 +301,7 @@ class PayloadBuilder:
         except ValueTypeError as exc:
             self._reject(item, INVALID_VALUE, f"field '{fdesc.name}' ({fdesc.data_type}): {exc}")
             return None
-        limit = _length_limit(fdesc)
+        limit = max_length(fdesc)
         if limit is not None and isinstance(converted, str) and len(converted) > limit:
             self._reject(
                 item,
@@ -334,10 +336,6 @@ class PayloadBuilder:
             return
         self._warned.add((name, kind))
         self.logger.warning("%s", message)
-
-
-def _length_limit(fdesc: FieldDescription) -> int | None:
-    return fdesc.length if fdesc.data_type in _LENGTH_LIMITED else None
 
 
 def _blank(value: Any) -> bool:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import json
 import os
+import threading
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import BinaryIO
 
-from .records import DELETE_ACTION, TARGET_REASON_LABELS, Item, Outcome, dumps
+from .records import DELETE_ACTION, TARGET_REASON_LABELS, Item, Outcome
 
 EXAMPLES_PER_REASON = 5
 
@@ -35,25 +37,48 @@ class _ReasonGroup:
     examples: list[str] = field(default_factory=list)
 
 
+_run_id_lock = threading.Lock()
+_last_start: dt.datetime | None = None
+
+
+def new_run_id() -> str:
+    """Unique per run: the start time (UTC, ISO 8601, microseconds) and the process id.
+
+    Within one process the times are made strictly increasing, so two runs never share an id.
+    """
+    global _last_start
+    with _run_id_lock:
+        started = dt.datetime.now(dt.timezone.utc)
+        if _last_start is not None and started <= _last_start:
+            started = _last_start + dt.timedelta(microseconds=1)
+        _last_start = started
+    return f"{started.isoformat(timespec='microseconds').replace('+00:00', 'Z')}/{os.getpid()}"
+
+
 class ResultsLog:
     """Records exactly one outcome per input record; main thread only.
 
-    Lines are buffered and reach the disk (flush + fsync) in `sync()`, which the target calls
-    before it emits any STATE message.
+    Lines are appended to the file (earlier runs' lines stay), each tagged with this run's `run`
+    id. They are buffered here and written whole lines at a time, so a killed run leaves no
+    partial line; `sync()` (called before any STATE message is emitted) writes them and fsyncs.
     """
 
-    def __init__(self, path: str | None) -> None:
+    #: Buffered bytes that trigger a write before the next `sync()`.
+    WRITE_THRESHOLD = 256 * 1024
+
+    def __init__(self, path: str | None, *, run_id: str | None = None) -> None:
         self.path = path
-        self._file: IO[str] | None = None
+        self.run_id = run_id or new_run_id()
+        self._file: BinaryIO | None = None
         self._closed = False
-        self._dirty = False
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._dirty = False  # written since the last fsync
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
         self.failures = 0
-        self.recorded = 0
         self._reasons: dict[str, _ReasonGroup] = {}
 
     def record(self, item: Item, outcome: Outcome) -> None:
-        self.recorded += 1
         self.counts[(item.stream, outcome.status)] += 1
         if is_failure(item.action, outcome):
             self.failures += 1
@@ -63,9 +88,11 @@ class ResultsLog:
                 group = self._reasons[reason.code] = _ReasonGroup(reason.code, reason.message)
             group.count += 1
             if len(group.examples) < EXAMPLES_PER_REASON:
-                group.examples.append(f"{item.stream} {dumps(item.key)}")
+                key = json.dumps(item.key, separators=(",", ":"), ensure_ascii=False, default=str)
+                group.examples.append(f"{item.stream} {key}")
         if self.path and not self._closed:
             line = {
+                "run": self.run_id,
                 "record": item.seq,
                 "stream": item.stream,
                 "object": "opportunity" if item.obj.value == "opportunities" else "opportunity_role",
@@ -76,32 +103,48 @@ class ResultsLog:
                 "reasons": [{"code": r.code, "message": r.message} for r in outcome.reasons],
                 "note": outcome.note,
             }
-            self._open().write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
-            self._dirty = True
+            data = (json.dumps(line, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            if self._pending_bytes >= self.WRITE_THRESHOLD:
+                self._write_pending()
 
-    def _open(self) -> IO[str]:
-        """The file, created (or emptied) when the run records its first outcome."""
+    def _open(self) -> BinaryIO:
+        """The file, opened for appending when the run first writes to it."""
         if self._file is None:
             assert self.path
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            _drop_partial_last_line(self.path)
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         return self._file
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        data = memoryview(b"".join(self._pending))
+        self._pending, self._pending_bytes = [], 0
+        handle = self._open()
+        while data:
+            written = handle.write(data)
+            data = data[written or 0 :]
+        self._dirty = True
 
     def sync(self) -> None:
         """Make every recorded line durable."""
+        self._write_pending()
         if self._file is not None and self._dirty:
-            self._file.flush()
             os.fsync(self._file.fileno())
             self._dirty = False
 
     def close(self, *, create: bool = True) -> None:
-        """Flush and close; with `create`, a run without records still leaves an empty file."""
+        """Write, fsync and close; with `create`, a run without records still creates the file."""
         if self._closed:
             return
         if self.path and create:
             self._open()
-        if self._file is not None:
+        if self._file is not None or self._pending:
             self.sync()
+        if self._file is not None:
             self._file.close()
             self._file = None
         self._closed = True
@@ -129,8 +172,32 @@ class ResultsLog:
             )
         return lines
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "counts": {f"{s}:{st}": c for (s, st), c in sorted(self.counts.items())},
-            "failures": self.failures,
-        }
+
+def _drop_partial_last_line(path: str) -> None:
+    """Cut an incomplete last line, so the lines this run appends stay separate, valid JSON.
+
+    `ResultsLog` writes whole lines in one call each time, so a killed run leaves none; a full
+    disk or another writer can. Such a line was never covered by a STATE message.
+    """
+    try:
+        handle = open(path, "rb+")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with handle:
+        end = handle.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        handle.seek(end - 1)
+        if handle.read(1) == b"\n":
+            return
+        position = end
+        while position > 0:
+            start = max(0, position - 65536)
+            handle.seek(start)
+            chunk = handle.read(position - start)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                handle.truncate(start + newline + 1)
+                return
+            position = start
+        handle.truncate(0)

@@ -7,8 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from marketo_api import SETTINGS_JSON_SCHEMA, MarketoObject, MarketoSettings, SettingsError
-from marketo_api.client import MAX_BATCH, MAX_BODY_BYTES
+from marketo_api import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    SETTINGS_JSON_SCHEMA,
+    MarketoObject,
+    MarketoSettings,
+    SettingsError,
+    setting_property,
+)
 
 ACTIONS = ("createOrUpdate", "createOnly", "updateOnly")
 DEDUPE_MODES = ("dedupeFields", "idField")
@@ -31,12 +38,8 @@ DEFAULT_MAX_REJECTIONS = 0
 MIN_BODY_BYTES = 1024
 
 
-def _prop(json_type: str | list[str], title: str, description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": json_type, "title": title, "description": description, **extra}
-
-
 TARGET_PROPERTIES: dict[str, Any] = {
-    "action": _prop(
+    "action": setting_property(
         "string",
         "Action",
         "How records are written: createOrUpdate (upsert), createOnly (existing records are skipped "
@@ -44,7 +47,7 @@ TARGET_PROPERTIES: dict[str, Any] = {
         default="createOrUpdate",
         enum=list(ACTIONS),
     ),
-    "dedupe_by": _prop(
+    "dedupe_by": setting_property(
         "string",
         "Dedupe by",
         "Key Marketo matches records on: dedupeFields (opportunities: externalOpportunityId; roles: "
@@ -52,7 +55,7 @@ TARGET_PROPERTIES: dict[str, Any] = {
         default="dedupeFields",
         enum=list(DEDUPE_MODES),
     ),
-    "batch_size_rows": _prop(
+    "batch_size_rows": setting_property(
         "integer",
         "Batch size (rows)",
         "Records per Marketo call, at most 300. Batches are also cut so every request body stays "
@@ -61,7 +64,7 @@ TARGET_PROPERTIES: dict[str, Any] = {
         minimum=1,
         maximum=MAX_BATCH,
     ),
-    "stream_objects": _prop(
+    "stream_objects": setting_property(
         "object",
         "Stream objects",
         'Maps stream names to the Marketo object they hold, e.g. {"crm_deals": "opportunity", '
@@ -70,14 +73,15 @@ TARGET_PROPERTIES: dict[str, Any] = {
         default={},
         additionalProperties={"type": "string", "enum": list(OBJECT_NAMES)},
     ),
-    "results_path": _prop(
+    "results_path": setting_property(
         ["string", "null"],
         "Results path",
-        "JSONL file receiving one line per input record (record number, stream, object, action, key "
-        "fields, status, marketoGUID, reasons, note). Overwritten at the start of each run; flushed "
-        "to disk before every STATE message.",
+        "JSONL file receiving one line per input record (run id, record number, stream, object, "
+        "action, key fields, status, marketoGUID, reasons, note). Appended to: earlier runs' lines "
+        "stay, and every line carries the id of the run that wrote it. Flushed to disk before every "
+        "STATE message.",
     ),
-    "max_rejections": _prop(
+    "max_rejections": setting_property(
         ["integer", "null"],
         "Max rejections",
         "Records that may fail (rejected by the target, or skipped by Marketo other than createOnly's "
@@ -87,14 +91,14 @@ TARGET_PROPERTIES: dict[str, Any] = {
         default=DEFAULT_MAX_REJECTIONS,
         minimum=0,
     ),
-    "dry_run": _prop(
+    "dry_run": setting_property(
         "boolean",
         "Dry run",
         "Write nothing: look every record up by its key (300 per call) and report per record what "
         "would happen (would_create, would_update, would_delete, would_skip, rejected).",
         default=False,
     ),
-    "max_body_bytes": _prop(
+    "max_body_bytes": setting_property(
         "integer",
         "Max request body bytes",
         "Upper bound for one request body. Marketo refuses bodies over 1 MB (HTTP 413); lower it only "

@@ -13,7 +13,14 @@ from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.mapper import RemoveRecordTransform
 
-from marketo_api import CrmSyncEnabledError, MarketoClient, MarketoError, MarketoObject, ObjectDescription
+from marketo_api import (
+    CrmSyncEnabledError,
+    MarketoClient,
+    MarketoError,
+    MarketoObject,
+    ObjectDescription,
+    redact_secrets,
+)
 
 from .dryrun import DryRunCoordinator
 from .records import PayloadBuilder
@@ -84,7 +91,6 @@ class TargetMarketoOpps(Target):
         self._records_seen = 0
         self._states: list[tuple[int, dict]] = []  # (records received before it, state)
         self._last_emitted: dict | None = None
-        self.states_emitted = 0
         self._end_of_input = False
         self._client: MarketoClient | None = None
         self._descriptions: dict[MarketoObject, ObjectDescription] = {}
@@ -96,15 +102,25 @@ class TargetMarketoOpps(Target):
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        errors = super()._validate_config(raise_errors=raise_errors)
+        # jsonschema quotes offending values ("987654321 is not of type 'string'"): every
+        # message goes through redact_secrets before anything prints it.
+        try:
+            errors = super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            raise ConfigValidationError(
+                str(exc), errors=self._redacted(exc.errors), schema=exc.schema
+            ) from None
         if errors:
-            return errors
-        errors = config_errors(self._config)
+            return self._redacted(errors)
+        errors = self._redacted(config_errors(self._config))
         if errors and raise_errors:
             raise ConfigValidationError("Config validation failed", errors=errors)
         for error in errors:
             self.logger.warning("Config: %s", error)
         return errors
+
+    def _redacted(self, messages: list[str]) -> list[str]:
+        return redact_secrets(messages, self._config, self.config_jsonschema)
 
     @property
     @override
@@ -251,7 +267,6 @@ class TargetMarketoOpps(Target):
         self.results.sync()
         super()._write_state_message(copy.deepcopy(ready))
         self._last_emitted = ready
-        self.states_emitted += 1
 
     # ---- end of input ---------------------------------------------------------------------
 

@@ -5,8 +5,12 @@ Rules (README, "How records are written"):
 * Batches hold one object, one operation (sync or delete) and one dedupe mode, at most
   `batch_size_rows` records and at most `max_body_bytes` of serialized body.
 * Per key, records are written in input order: a batch is cut when a record's key is already
-  in it, and a batch waits for any in-flight batch sharing a key before it is sent.
+  in it, and a batch waits for any in-flight batch sharing a key before it is sent. A record
+  keyed by marketoGUID alone and one keyed by dedupe fields alone cannot be told apart, so
+  for one object they are treated as sharing a key (`Batch.may_share_records`).
 * Before any roles batch is sent, every pending opportunity is sent and its answer received.
+* An opportunity delete is sent only after the roles given before it (deleting an opportunity
+  deletes its roles); one by marketoGUID alone waits for every pending or in-flight role.
 * A role Marketo skips with 1004 (its opportunity or lead is missing) is held when its
   opportunity may still be written by this run, and sent once more after that happened (at
   the latest at the end of input); later records for the same role wait behind it.
@@ -21,7 +25,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import datetime as dt
 import logging
 import math
 import threading
@@ -39,6 +42,7 @@ from marketo_api import (
     ObjectDescription,
     Reason,
     RecordResult,
+    parse_datetime,
 )
 
 from .records import (
@@ -90,13 +94,29 @@ class Batch:
         )
         self.items: list[Item] = []
         self.keys: set[ConflictKey] = set()
+        self.key_kinds: collections.Counter[frozenset[str]] = collections.Counter()
         self.bytes = self.overhead
 
     def __len__(self) -> int:
         return len(self.items)
 
     def conflicts(self, item: Item) -> bool:
-        return any(k in self.keys for k in item.conflict_keys)
+        """Whether the item may address a Marketo record one of this batch's items addresses."""
+        if any(k in self.keys for k in item.conflict_keys):
+            return True
+        return _ordered(self.op, item.op) and any(
+            _unrelated(item.key_kinds, kinds) for kinds in self.key_kinds
+        )
+
+    def may_share_records(self, other: Batch) -> bool:
+        """Whether the two batches may touch one Marketo record (then one waits for the other)."""
+        if other.obj is not self.obj:
+            return False
+        if not self.keys.isdisjoint(other.keys):
+            return True
+        return _ordered(self.op, other.op) and any(
+            _unrelated(mine, theirs) for mine in self.key_kinds for theirs in other.key_kinds
+        )
 
     def fits(self, item: Item) -> bool:
         extra = item.size + (1 if self.items else 0)
@@ -106,11 +126,13 @@ class Batch:
         self.bytes += item.size + (1 if self.items else 0)
         self.items.append(item)
         self.keys.update(item.conflict_keys)
+        self.key_kinds[item.key_kinds] += 1
 
     def remove(self, removed: Iterable[Item]) -> None:
         gone = {id(i) for i in removed}
         kept = [i for i in self.items if id(i) not in gone]
         self.items, self.keys, self.bytes = [], set(), self.overhead
+        self.key_kinds = collections.Counter()
         for item in kept:
             self.add(item)
 
@@ -160,10 +182,6 @@ class Coordinator:
         for seq in self._unresolved:
             return seq
         return self._last_seq + 1
-
-    @property
-    def unresolved(self) -> int:
-        return len(self._unresolved)
 
     def _resolve(self, item: Item, outcome: Outcome) -> None:
         if self._unresolved.pop(item.seq, None) is not None:
@@ -299,14 +317,8 @@ class BatchSender:
         key_fields = description.dedupe_fields
         keys = [{name: batch.items[i].payload.get(name) for name in key_fields} for i in doubtful]
         fields = [description.id_field, "createdAt", *key_fields]
-        if len(key_fields) == 1 and not any("," in str(k[key_fields[0]]) for k in keys):
-            pages = self.client.query(
-                batch.obj, key_fields[0], [str(k[key_fields[0]]) for k in keys], fields=fields
-            )
-        else:  # compound keys, or values filterValues cannot carry (a comma)
-            pages = self.client.query_by_compound_key(batch.obj, keys, fields=fields)
         found: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for page in pages:
+        for page in self.client.lookup(batch.obj, keys, fields=fields):
             for row in page:
                 found[tuple(row.get(name) for name in key_fields)] = row
         cutoff = started - UNCERTAIN_CREATE_TOLERANCE_SECONDS
@@ -352,7 +364,6 @@ class WriteCoordinator(Coordinator):
         self._open: dict[BatchKey, Batch] = {}
         self._parked: list[Batch] = []  # complete roles batches, oldest first
         self._inflight: dict[concurrent.futures.Future[list[Outcome]], Batch] = {}
-        self._inflight_keys: dict[ConflictKey, concurrent.futures.Future[list[Outcome]]] = {}
         self._held: collections.OrderedDict[int, Item] = collections.OrderedDict()
         self._held_keys: collections.Counter[ConflictKey] = collections.Counter()
         self._opp_epoch = 0  # opportunity batches applied so far
@@ -360,7 +371,6 @@ class WriteCoordinator(Coordinator):
         self._pumping = False
         self._held_changed = False  # something a held role waits for may have happened
         self._aborting = False
-        self.batches_sent = 0
 
     # ---- entry points (main thread) ---------------------------------------------------
 
@@ -450,11 +460,14 @@ class WriteCoordinator(Coordinator):
         if batch.obj is ROLE:
             self._flush_opportunities()
         elif batch.op == DELETE:
-            # Deleting an opportunity deletes its roles: roles given before it go first.
-            self._settle_roles_for({i.opportunity_id for i in batch.items if i.opportunity_id})
-        waits = {self._inflight_keys[k] for k in batch.keys if k in self._inflight_keys}
+            # Deleting an opportunity deletes its roles: roles given before it go first. A delete
+            # by marketoGUID alone does not say which opportunity it is: every role goes first.
+            ids = {i.opportunity_id for i in batch.items if i.opportunity_id}
+            by_guid_alone = any(not i.opportunity_id for i in batch.items)
+            self._settle_roles_for(None if by_guid_alone else ids)
+        waits = [f for f, other in self._inflight.items() if batch.may_share_records(other)]
         if waits:
-            self._wait(list(waits))
+            self._wait(waits)
         if batch.obj is ROLE:
             # An answer just harvested may have held an earlier record for one of these roles.
             blocked = [item for item in batch.items if self._blocked(item)]
@@ -470,10 +483,7 @@ class WriteCoordinator(Coordinator):
             item.attempts += 1
             item.sent_epoch = self._opp_epoch
         future = self._pool().submit(self.sender.send, batch)
-        self.batches_sent += 1
         self._inflight[future] = batch
-        for k in batch.keys:
-            self._inflight_keys[k] = future
 
     def _flush_opportunities(self) -> None:
         """Send pending opportunity syncs and wait for every opportunity call in flight.
@@ -486,11 +496,15 @@ class WriteCoordinator(Coordinator):
         if pending:
             self._wait(pending)
 
-    def _settle_roles_for(self, opportunity_ids: set[str]) -> None:
-        """Send and settle every pending role of these opportunities (held ones included)."""
+    def _settle_roles_for(self, opportunity_ids: set[str] | None) -> None:
+        """Send and settle every pending role of these opportunities (None: of any opportunity).
+
+        Held roles that may go now are sent too; the others are not in Marketo (it answered
+        that their opportunity or lead is missing), so a delete cannot remove them.
+        """
 
         def concerned(batch: Batch) -> bool:
-            return any(i.opportunity_id in opportunity_ids for i in batch.items)
+            return opportunity_ids is None or any(i.opportunity_id in opportunity_ids for i in batch.items)
 
         while True:
             keys = [k for k, b in self._open.items() if k[0] is ROLE and concerned(b)]
@@ -529,9 +543,6 @@ class WriteCoordinator(Coordinator):
     def _harvest(self) -> None:
         for future in [f for f in self._inflight if f.done()]:
             batch = self._inflight.pop(future)
-            for k in batch.keys:
-                if self._inflight_keys.get(k) is future:
-                    del self._inflight_keys[k]
             try:
                 outcomes = future.result()
             except Exception as exc:
@@ -659,7 +670,6 @@ class WriteCoordinator(Coordinator):
                 self._apply(batch, future.result())
             except Exception:  # noqa: S112 - the first error is the one reported
                 continue
-        self._inflight_keys.clear()
         self.results.sync()
         if isinstance(error, CrmSyncEnabledError) and str(error) != CRM_MESSAGE:
             raise crm_error(error)
@@ -677,16 +687,25 @@ def _transient(result: RecordResult) -> bool:
     return result.status == "skipped" and any(r.code in TRANSIENT_REASON_CODES for r in result.reasons)
 
 
+def _unrelated(kinds: frozenset[str], other: frozenset[str]) -> bool:
+    """Keys of no common kind (marketoGUID alone vs dedupe fields alone): maybe one record."""
+    return bool(kinds) and bool(other) and kinds.isdisjoint(other)
+
+
+def _ordered(op: str, other: str) -> bool:
+    """Whether records that may be one Marketo record must keep their input order.
+
+    Two deletes need not: in either order the record ends deleted (the later one is answered
+    1013, which is no failure), so deletes by marketoGUID and deletes by dedupe fields may be in
+    flight together. A sync and a delete, or two syncs, must keep their order.
+    """
+    return not (op == DELETE and other == DELETE)
+
+
 def _epoch(value: Any) -> float | None:
     if not isinstance(value, str) or not value:
         return None
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
     try:
-        parsed = dt.datetime.fromisoformat(text)
+        return parse_datetime(value).timestamp()
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.timestamp()

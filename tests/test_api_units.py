@@ -249,3 +249,12 @@ def test_refused_connection_counts_as_never_sent() -> None:
             requests.get(f"http://127.0.0.1:{port}/", timeout=2)
     assert not _may_have_arrived(refused.value)
     assert _may_have_arrived(requests.ConnectionError("Connection aborted.", "RemoteDisconnected"))
+
+
+def test_redaction_leaves_words_that_merely_contain_a_short_secret() -> None:
+    from marketo_api import SETTINGS_JSON_SCHEMA, redact_secrets
+
+    cleaned = redact_secrets(
+        ["dedupe_by idField needs b", "'b' is too short"], {"client_secret": "b"}, SETTINGS_JSON_SCHEMA
+    )
+    assert cleaned == ["dedupe_by idField needs <redacted>", "'<redacted>' is too short"]

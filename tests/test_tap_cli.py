@@ -136,6 +136,7 @@ def test_killed_run_resumes_without_missing_records(sandbox: Sandbox, tmp_path: 
         [*command(), "--config", str(config_file), "--discover"],
         timeout=120,
     )
+    assert discovered.returncode == 0, discovered.stderr
     write_json(catalog_file, select(json.loads(discovered.stdout), ["opportunities", "opportunity_roles"]))
 
     stderr = (tmp_path / "first.log").open("w")
@@ -202,6 +203,7 @@ def test_quota_stop_exits_1_after_writing_the_state(sandbox: Sandbox, tmp_path: 
     }
     config_file = write_json(tmp_path / "config.json", config)
     discovered = _run([*command(), "--config", str(config_file), "--discover"], timeout=120)
+    assert discovered.returncode == 0, discovered.stderr
     catalog_file = write_json(
         tmp_path / "catalog.json",
         select(json.loads(discovered.stdout), ["opportunities", "opportunity_roles"]),
@@ -214,3 +216,16 @@ def test_quota_stop_exits_1_after_writing_the_state(sandbox: Sandbox, tmp_path: 
     last = messages(stopped.stdout)[-1]
     assert last["type"] == "STATE"
     assert last["value"]["bookmarks"]["key_batches"]["checkpoint"]["batches_done"] >= 1
+
+
+@pytest.mark.parametrize("mode", [[], ["--discover"]], ids=["sync", "discover"])
+def test_config_errors_never_print_the_client_secret(tmp_path: Path, mode: list[str]) -> None:
+    # A number is not a valid client_secret, and jsonschema's message quotes the value.
+    config = write_json(
+        tmp_path / "config.json",
+        {"client_id": "id", "client_secret": 987654321, "base_url": "http://127.0.0.1:9", "lead_ids": [1]},
+    )
+    result = _run([*command(), "--config", str(config), *mode], timeout=60)
+    assert result.returncode == 1
+    assert "987654321" not in result.stdout + result.stderr
+    assert "<redacted> is not of type 'string' in config['client_secret']" in result.stderr

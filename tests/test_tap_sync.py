@@ -8,6 +8,7 @@ tap the same) so the real 100-calls-per-window limit stays on without slowing th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections import Counter
@@ -19,7 +20,8 @@ from typing import Any
 import pytest
 
 from marketo_api import MarketoClient, MarketoObject, MarketoSettings
-from marketo_sandbox import Fault, Sandbox, SandboxConfig
+from marketo_sandbox import DEFAULT_CUSTOM_FIELDS, CustomField, Fault, Sandbox, SandboxConfig
+from tap_marketo_opps.schemas import LOGGED_UNREADABLE_PER_FIELD
 from tap_marketo_opps.streams import SyncStoppedError
 from tap_marketo_opps.testing import TapRun, discover, run_tap, select
 
@@ -739,3 +741,38 @@ def test_paging_variants_return_every_role(own_sandbox: list[Sandbox], behaviour
     heavy = max(counts, key=lambda lead: counts[lead])
     run = run_tap(tap_config(sb, lead_ids=[heavy, 1, 2]), catalog=records_only(discover(tap_config(sb))))
     assert emitted(run) == expected_for_leads(sb, [heavy, 1, 2])
+
+
+def test_unreadable_values_are_emitted_as_null_and_reported(
+    own_sandbox: list[Sandbox], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The describe says integer, the stored values are text ("Prospecting|New Business").
+    fields = [
+        CustomField("legacyFormula", "integer", updateable=False) if f.name == "legacyFormula" else f
+        for f in DEFAULT_CUSTOM_FIELDS
+    ]
+    sb = start(own_sandbox, small(custom_fields=fields))
+    opps = sb.store.opportunities()
+    bad = {o["marketoGUID"] for o in opps if o.get("legacyFormula") is not None}
+    assert len(bad) > LOGGED_UNREADABLE_PER_FIELD
+    catalog = records_only(discover(tap_config(sb)))
+    caplog.set_level(logging.WARNING)
+    run = run_tap(
+        tap_config(sb, external_opportunity_ids=[o["externalOpportunityId"] for o in opps]), catalog=catalog
+    )
+    records = run.records(OPPS)
+    assert {r["marketoGUID"] for r in records} == {o["marketoGUID"] for o in opps}  # no record lost
+    assert all(r["legacyFormula"] is None for r in records)
+    assert all(r["name"] for r in records)  # the other fields are intact
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    logged = [m for m in messages if m.startswith("opportunities record marketoGUID ")]
+    assert len(logged) == LOGGED_UNREADABLE_PER_FIELD
+    for message in logged:
+        guid = message.split()[3].rstrip(":")
+        assert guid in bad
+        assert "field 'legacyFormula' (integer): cannot read" in message
+        assert "emitted as null" in message
+    assert "further ones are only counted" in logged[-1]
+    summaries = [m for m in messages if "emitted as null (the records themselves were emitted)" in m]
+    assert len(summaries) == 1
+    assert f"by stream.field: opportunities.legacyFormula {len(bad)}." in summaries[0]

@@ -8,11 +8,16 @@ from pathlib import Path
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
 
-from marketo_api import FieldDescription, MarketoObject
+from marketo_api import FieldDescription, MarketoObject, from_api
 from marketo_api.datatypes import KNOWN_TYPES, json_schema_for_field
 from tap_marketo_opps.keys import key_sources
 from tap_marketo_opps.pipeline import make_plan
-from tap_marketo_opps.schemas import RecordCoercer, coercion_field
+from tap_marketo_opps.schemas import (
+    LOGGED_UNREADABLE_PER_FIELD,
+    RecordCoercer,
+    coercion_field,
+    unreadable_summary,
+)
 from tap_marketo_opps.seen import SeenSet
 
 OPP = MarketoObject.OPPORTUNITY
@@ -154,17 +159,35 @@ def test_coercion_from_the_catalog_schema_matches_the_data_type(data_type: str) 
     }
     value = samples.get(data_type, "text")
     coercer = RecordCoercer("s", {"properties": {"f": prop}})
-    from marketo_api.datatypes import from_api
-
     assert coercer.coerce({"f": value}, ("f",)) == {"f": from_api(described, value)}
     assert field.length == (20 if "maxLength" in prop else None)
 
 
-def test_a_bad_value_becomes_null_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    coercer = RecordCoercer("s", {"properties": {"n": {"type": ["integer", "null"]}}})
+def test_a_bad_value_becomes_null_with_a_warning_naming_record_and_field(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    counts: dict[tuple[str, str], int] = {}
+    coercer = RecordCoercer("s", {"properties": {"n": {"type": ["integer", "null"]}}}, counts)
     assert coercer.coerce({"n": "1.5", "marketoGUID": "g"}, ("n", "missing")) == {"n": None, "missing": None}
-    assert coercer.bad_values == {"n": 1}
-    assert "cannot read" in caplog.text
+    assert counts == {("s", "n"): 1}
+    assert "s record marketoGUID g: field 'n' (integer): cannot read '1.5'" in caplog.text
+    assert "emitted as null" in caplog.text
+
+
+def test_unreadable_values_are_all_counted_but_only_the_first_ones_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    schema = {"properties": {"n": {"type": ["integer", "null"]}, "d": {"type": "string", "format": "date"}}}
+    coercer = RecordCoercer("s", schema)
+    total = LOGGED_UNREADABLE_PER_FIELD + 5
+    for i in range(total):
+        coercer.coerce({"n": "x", "d": "not a date", "externalOpportunityId": f"OPP-{i}"}, ("n", "d"))
+    assert coercer.unreadable == {("s", "n"): total, ("s", "d"): total}
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 * LOGGED_UNREADABLE_PER_FIELD
+    assert lines[0].startswith("s record externalOpportunityId OPP-0: field 'n'")
+    assert sum("further ones are only counted" in line for line in lines) == 2
+    assert unreadable_summary(coercer.unreadable) == f"s.d {total}, s.n {total}"
 
 
 def _rss_mb() -> float:
@@ -185,3 +208,18 @@ def test_seen_set_memory_stays_flat() -> None:
         # A Python set of these ids would take about 25 MB more; the SQLite file takes ~0.
         assert grown < 10, f"RSS grew by {grown:.1f} MB"
         assert seen.add_new(["OPP-0000000001-padding", "new"]) == ["new"]
+
+
+def test_config_problems_are_warned_about_when_validation_is_off(caplog: pytest.LogCaptureFixture) -> None:
+    from tap_marketo_opps.tap import TapMarketoOpps
+
+    config = {"client_id": "i", "client_secret": "s", "munchkin_id": "bad", "lead_ids": [0]}
+    with pytest.raises(ConfigValidationError) as raised:
+        TapMarketoOpps(config=config, parse_env_config=False)
+    assert raised.value.errors == [
+        "munchkin_id must look like 123-ABC-456",
+        "lead_ids: lead id 0 must be positive",
+    ]
+    TapMarketoOpps(config=config, parse_env_config=False, validate_config=False)
+    assert "Config: munchkin_id must look like 123-ABC-456" in caplog.text
+    assert "Config: lead_ids: lead id 0 must be positive" in caplog.text

@@ -116,9 +116,13 @@ def test_a_crash_then_a_rerun_leaves_marketo_as_a_clean_run(
     for line in first_out.read_text().splitlines():
         assert set(range(1, positions[json.dumps(json.loads(line))] + 1)) <= written
 
-    # 2. The same input again, then 3. a clean run on a second sandbox.
+    # 2. The same input again, with the same results file, then 3. a clean run on a second sandbox.
     crashed.configure(latency_seconds=0)
-    second = write_config(tmp_path / "second.json", target_config(crashed, tmp_path, **settings))
+    first_lines = first_results.read_text(encoding="utf-8").splitlines()
+    second = write_config(
+        tmp_path / "second.json",
+        target_config(crashed, tmp_path, **settings, results_path=str(first_results)),
+    )
     rerun = run_cli(second, source, tmp_path / "second.out")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     once = write_config(tmp_path / "clean.json", target_config(clean, tmp_path, **settings))
@@ -127,7 +131,14 @@ def test_a_crash_then_a_rerun_leaves_marketo_as_a_clean_run(
 
     assert store_snapshot(crashed) == store_snapshot(clean)
     assert len(clean.store.opportunities()) == initial + 200 - 1
-    rerun_results = results_of(Path(json.loads(second.read_text())["results_path"]))
+    # The crashed run's lines are kept; the rerun's follow, one per record, under a new run id.
+    lines = first_results.read_text(encoding="utf-8").splitlines()
+    assert lines[: len(first_lines)] == first_lines
+    rerun_results = [json.loads(line) for line in lines[len(first_lines) :]]
+    crashed_run = {json.loads(line)["run"] for line in first_lines}
+    rerun_run = {row["run"] for row in rerun_results}
+    assert len(crashed_run) == len(rerun_run) == 1
+    assert crashed_run != rerun_run
     assert sorted(row["record"] for row in rerun_results) == list(range(1, records + 1))
     assert (tmp_path / "second.out").read_text().splitlines()[-1] == '{"bookmark": "end"}'
 
@@ -209,7 +220,7 @@ def test_id_field_without_update_only_is_refused_by_the_cli(tmp_path: Path) -> N
     config = {
         "base_url": "http://127.0.0.1:9",
         "client_id": "a",
-        "client_secret": "b",
+        "client_secret": "b6f1c0e2-secret",
         "dedupe_by": "idField",
     }
     path = write_config(tmp_path / "c.json", config)
@@ -219,6 +230,18 @@ def test_id_field_without_update_only_is_refused_by_the_cli(tmp_path: Path) -> N
     assert done.returncode == 1
     assert "dedupe_by idField" in done.stderr
     assert "updateOnly" in done.stderr
+
+
+def test_config_errors_never_print_the_client_secret(tmp_path: Path) -> None:
+    # jsonschema quotes the offending value: "987654321 is not of type 'string'".
+    config = {"base_url": "http://127.0.0.1:9", "client_id": "a", "client_secret": 987654321}
+    path = write_config(tmp_path / "c.json", config)
+    source = tmp_path / "empty.singer"
+    source.write_text("", encoding="utf-8")
+    done = run_cli(path, source, tmp_path / "out")
+    assert done.returncode == 1
+    assert "config['client_secret']" in done.stderr
+    assert "987654321" not in done.stderr
 
 
 def test_about_describes_every_setting() -> None:

@@ -257,6 +257,62 @@ def test_an_opportunity_delete_waits_for_the_roles_given_before_it(sb: Sandbox, 
     assert sb.store.role("D-1", 3, "Champion") is None  # removed with its opportunity
 
 
+def test_a_delete_by_marketo_guid_alone_waits_for_roles_in_flight(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    # The delete does not say which opportunity it is, so it waits for every role call; the
+    # roles call is slowed so that a delete sent alongside it would cascade first.
+    slow_roles = Fault(kind="slow", path="/rest/v1/opportunities/roles.json", seconds=0.4)
+    sandbox = make_sandbox(opportunities=5, leads=60, heavy_leads=0, faults=[slow_roles])
+    seeded = sandbox.store.opportunities()[0]
+    eid, guid = seeded["externalOpportunityId"], seeded["marketoGUID"]
+    messages = [
+        role_schema(),
+        *[role(eid, 10 + n, f"Role {n}") for n in range(3)],
+        opp_schema(),
+        deleted(record("opportunities", {"marketoGUID": guid})),
+        state({"s": 1}),
+    ]
+    run = run_target(config(sandbox, tmp_path), messages)
+    assert [run.status_of(n) for n in range(1, 5)] == ["created", "created", "created", "deleted"]
+    assert sandbox.store.opportunity(eid) is None
+    assert [r for r in sandbox.store.roles() if r["externalOpportunityId"] == eid] == []  # cascaded
+    assert "1004" not in sandbox.stats()["record_errors_by_code"]
+
+
+def test_an_update_by_key_then_a_delete_by_marketo_guid_keep_their_order(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    # Nothing tells the target that the two records are one opportunity: it must not let the
+    # delete overtake the (slowed) update, or the update would re-create the opportunity.
+    slow_syncs = Fault(kind="slow", path="/rest/v1/opportunities.json", seconds=0.4)
+    sandbox = make_sandbox(opportunities=5, leads=60, heavy_leads=0, faults=[slow_syncs])
+    seeded = sandbox.store.opportunities()[0]
+    eid, guid = seeded["externalOpportunityId"], seeded["marketoGUID"]
+    messages = [
+        opp_schema(),
+        opp(eid, stage="Renamed"),
+        deleted(record("opportunities", {"marketoGUID": guid})),
+    ]
+    run = run_target(config(sandbox, tmp_path), messages)
+    assert [run.status_of(n) for n in (1, 2)] == ["updated", "deleted"]
+    assert sandbox.store.opportunity(eid) is None
+
+
+def test_a_delete_by_key_then_an_update_by_marketo_guid_keep_their_order(sb: Sandbox, tmp_path: Path) -> None:
+    seeded = sb.store.opportunities()[0]
+    eid, guid = seeded["externalOpportunityId"], seeded["marketoGUID"]
+    messages = [
+        opp_schema(),
+        deleted(record("opportunities", {"externalOpportunityId": eid})),
+        record("opportunities", {"marketoGUID": guid, "stage": "Too late"}),
+    ]
+    run = run_target(config(sb, tmp_path, action="updateOnly", dedupe_by="idField"), messages)
+    assert run.status_of(1) == "deleted"
+    assert run.status_of(2) == "skipped"  # it was gone by then
+    assert sb.store.opportunity(eid) is None
+
+
 def test_records_with_the_same_key_are_applied_in_input_order(sb: Sandbox, tmp_path: Path) -> None:
     messages = [
         opp_schema(),
@@ -379,6 +435,22 @@ def test_the_sample_file_gives_one_result_line_per_record(sb: Sandbox, tmp_path:
     assert run.states[-1] == {"bookmarks": {"opportunities": {"last_id": "DEMO-0023"}}}
 
 
+def test_a_second_run_appends_to_the_results_file(sb: Sandbox, tmp_path: Path) -> None:
+    settings = config(sb, tmp_path)
+    first = run_target(settings, [opp_schema(), opp("R-1"), opp("R-2", name=None)])
+    second = run_target(settings, [opp_schema(), opp("R-1", stage="again")])
+    lines = [json.loads(line) for line in first.results_path.read_text(encoding="utf-8").splitlines()]
+    assert first.target.results.run_id != second.target.results.run_id
+    # Each run's lines together (in the order outcomes were known): the first run's are kept.
+    assert [(row["run"], row["record"], row["status"]) for row in lines] == [
+        (first.target.results.run_id, 2, "rejected"),
+        (first.target.results.run_id, 1, "created"),
+        (second.target.results.run_id, 1, "updated"),
+    ]
+    # A run's summary counts that run's records only.
+    assert second.target.results.summary_lines()[0] == "Results for stream 'opportunities': updated 1"
+
+
 def test_state_never_runs_ahead_of_the_results_file(sb: Sandbox, tmp_path: Path) -> None:
     messages = sdk_style(16, prefix="S")
     positions: list[int] = []  # records before each STATE
@@ -449,6 +521,19 @@ def test_dry_run_reports_what_would_happen_without_writing(sb: Sandbox, tmp_path
     assert store_snapshot(sb) == before
     assert write_calls(sb) == {}
     assert run.states == [{"dry": 1}]
+
+
+def test_dry_run_sees_a_delete_by_marketo_guid_under_the_dedupe_key(sb: Sandbox, tmp_path: Path) -> None:
+    seeded = sb.store.opportunities()[0]
+    eid, guid = seeded["externalOpportunityId"], seeded["marketoGUID"]
+    messages = [
+        opp_schema(),
+        deleted(record("opportunities", {"marketoGUID": guid})),
+        deleted(record("opportunities", {"marketoGUID": "no-such-guid,with-a-comma"})),
+        opp(eid),
+    ]
+    run = run_target(config(sb, tmp_path, dry_run=True), messages)
+    assert [run.status_of(n) for n in (1, 2, 3)] == ["would_delete", "would_skip", "would_create"]
 
 
 def test_dry_run_looks_up_300_keys_per_call(sb: Sandbox, tmp_path: Path) -> None:

@@ -89,18 +89,18 @@ def singer_text(messages: Iterable[dict[str, Any]]) -> str:
 class StateProbe(io.StringIO):
     """Captures STATE lines and, at the moment each is written, which records have a result line."""
 
-    def __init__(self, results_path: Path | None) -> None:
+    def __init__(self, results_path: Path | None, run_id: str = "") -> None:
         super().__init__()
         self.results_path = results_path
+        self.run_id = run_id
         self.emitted: list[tuple[Any, set[int]]] = []
 
     def write(self, text: str) -> int:
         for line in text.splitlines():
             if line.strip():
                 done = set()
-                if self.results_path is not None and self.results_path.exists():
-                    with self.results_path.open(encoding="utf-8") as results:
-                        done = {json.loads(row)["record"] for row in results if row.strip()}
+                if self.results_path is not None:
+                    done = {row["record"] for row in run_lines(self.results_path, self.run_id)}
                 self.emitted.append((json.loads(line), done))
         return super().write(text)
 
@@ -147,7 +147,7 @@ def run_target(
     text = messages if isinstance(messages, str) else singer_text(messages)
     results_path = Path(config["results_path"])
     target = target_class(config=config)
-    probe = StateProbe(results_path)
+    probe = StateProbe(results_path, target.results.run_id)
     error: BaseException | None = None
     with redirect_stdout(probe):
         try:
@@ -163,10 +163,17 @@ def run_target(
         state_snapshots=probe.emitted,
         error=error,
     )
-    if results_path.exists():
-        with results_path.open(encoding="utf-8") as lines:
-            run.results = [json.loads(line) for line in lines if line.strip()]
+    run.results = run_lines(results_path, target.results.run_id)
     return run
+
+
+def run_lines(results_path: Path, run_id: str) -> list[dict[str, Any]]:
+    """The results file's lines written by one run (the file also keeps earlier runs' lines)."""
+    if not results_path.exists():
+        return []
+    with results_path.open(encoding="utf-8") as lines:
+        rows = [json.loads(line) for line in lines if line.strip()]
+    return [row for row in rows if row["run"] == run_id]
 
 
 def store_snapshot(sb: Sandbox) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

@@ -282,7 +282,7 @@ def test_failures_exclude_skips_that_reach_the_asked_end_state() -> None:
 
 
 def test_results_file_lines_and_summary(tmp_path: Path) -> None:
-    log = ResultsLog(str(tmp_path / "deep" / "results.jsonl"))
+    log = ResultsLog(str(tmp_path / "deep" / "results.jsonl"), run_id="2026-11-01T00:00:00.000000Z/42")
     for n in range(7):
         item = Item(
             n + 1,
@@ -298,6 +298,7 @@ def test_results_file_lines_and_summary(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "deep" / "results.jsonl").read_text().splitlines()]
     assert [r["record"] for r in rows] == list(range(1, 8))
     assert rows[0] == {
+        "run": "2026-11-01T00:00:00.000000Z/42",
         "record": 1,
         "stream": "opportunities",
         "object": "opportunity",
@@ -327,3 +328,16 @@ def test_a_run_without_records_passes_state_and_leaves_an_empty_results_file(tmp
         target.listen(file_input=io.StringIO("".join(json.dumps(m) + "\n" for m in lines)))
     assert out.getvalue() == '{"empty": true}\n'  # an empty state is never emitted
     assert results.read_text() == ""
+
+
+def test_results_are_appended_after_cutting_a_partial_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    earlier = '{"run": "earlier", "record": 1, "status": "created"}\n'
+    path.write_text(earlier + '{"run": "earlier", "record": 2, "sta', encoding="utf-8")
+    log = ResultsLog(str(path), run_id="now")
+    item = Item(1, "opportunities", MarketoObject.OPPORTUNITY, "sync", "createOrUpdate", "dedupeFields", {})
+    log.record(item, Outcome("created", "g-1"))
+    log.close()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == earlier.strip()
+    assert [json.loads(line)["run"] for line in lines] == ["earlier", "now"]

@@ -91,7 +91,9 @@ def from_api(field: FieldDescription, value: Any) -> Any:
             # One UTC form, so bookmarks compare correctly as strings.
             return parse_datetime(value).astimezone(dt.timezone.utc).isoformat()
     except (InvalidOperation, ValueError, OverflowError) as exc:
-        raise ValueTypeError(f"field {field.name!r} ({data_type}): cannot read {value!r}: {exc}") from None
+        raise ValueTypeError(
+            f"field {field.name!r} ({data_type}): cannot read {value!r}: {_reason(exc)}"
+        ) from None
     return value if isinstance(value, str) else str(value)
 
 
@@ -119,10 +121,15 @@ def to_api(field: FieldDescription, value: Any) -> Any:
         if data_type == "datetime":
             return parse_datetime(value).isoformat()
     except (InvalidOperation, ValueError, OverflowError) as exc:
-        raise ValueTypeError(f"cannot write {value!r} as {data_type}: {exc}") from None
+        raise ValueTypeError(f"cannot write {value!r} as {data_type}: {_reason(exc)}") from None
     if isinstance(value, (dict, list)):
         raise ValueTypeError(f"cannot write a {type(value).__name__} as {data_type}")
     return value if isinstance(value, str) else str(value)
+
+
+def _reason(exc: Exception) -> str:
+    # decimal's own message is a list of signal classes ("[<class 'decimal.ConversionSyntax'>]").
+    return "not a number" if isinstance(exc, InvalidOperation) else str(exc)
 
 
 # Marketo integers are 32-bit (lead ids, scores); a larger number is a data error, not an id.

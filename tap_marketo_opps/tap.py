@@ -20,9 +20,9 @@ from marketo_api import (
     ObjectDescription,
     SettingsError,
     json_schema_for,
-    redact_secrets,
     setting_property,
 )
+from marketo_singer import ConnectorConfigValidation
 
 from .keys import key_sources
 from .pipeline import interruptible_sleep
@@ -143,7 +143,7 @@ def _config_jsonschema() -> dict[str, Any]:
     return schema
 
 
-class TapMarketoOpps(Tap):
+class TapMarketoOpps(ConnectorConfigValidation, Tap):
     """Singer tap for Adobe Marketo Engage Opportunities, Opportunity Roles and their fields."""
 
     name = "tap-marketo-opps"
@@ -158,29 +158,8 @@ class TapMarketoOpps(Tap):
         self.sync_run = SyncRun()
         super().__init__(*args, **kwargs)
 
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """The SDK's JSON Schema check, then the connection settings and the key sources.
-
-        jsonschema quotes offending values ("987654321 is not of type 'string'"), so every
-        message goes through redact_secrets before anything logs or raises it.
-        """
-        try:
-            errors = super()._validate_config(raise_errors=raise_errors)
-        except ConfigValidationError as exc:
-            raise ConfigValidationError(
-                str(exc), errors=self._redacted(exc.errors), schema=exc.schema
-            ) from None
-        if errors:
-            return self._redacted(errors)
-        errors = self._redacted(_setting_errors(self._config))
-        if errors and raise_errors:
-            raise ConfigValidationError("; ".join(errors), errors=errors)
-        for error in errors:
-            self.logger.warning("Config: %s", error)
-        return errors
-
-    def _redacted(self, messages: list[str]) -> list[str]:
-        return redact_secrets(messages, self._config, self.config_jsonschema)
+    def connector_config_errors(self, config: Mapping[str, Any]) -> list[str]:
+        return _setting_errors(config)
 
     # ---- shared Marketo access ----------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import PurePath
 
 from singer_sdk import Target
-from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.mapper import RemoveRecordTransform
 
 from marketo_api import (
@@ -19,8 +18,8 @@ from marketo_api import (
     MarketoError,
     MarketoObject,
     ObjectDescription,
-    redact_secrets,
 )
+from marketo_singer import ConnectorConfigValidation
 
 from .dryrun import DryRunCoordinator
 from .records import PayloadBuilder
@@ -51,7 +50,7 @@ class TooManyRejectionsError(TargetRunError):
     """More failed records than `max_rejections`; raised after everything was written."""
 
 
-class TargetMarketoOpps(Target):
+class TargetMarketoOpps(ConnectorConfigValidation, Target):
     """Writes Adobe Marketo Engage Opportunities and Opportunity Roles (sync and delete).
 
     Opportunities are written before the roles that reference them; every input record ends
@@ -101,26 +100,8 @@ class TargetMarketoOpps(Target):
     # ---- configuration ------------------------------------------------------------------
 
     @override
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        # jsonschema quotes offending values ("987654321 is not of type 'string'"): every
-        # message goes through redact_secrets before anything prints it.
-        try:
-            errors = super()._validate_config(raise_errors=raise_errors)
-        except ConfigValidationError as exc:
-            raise ConfigValidationError(
-                str(exc), errors=self._redacted(exc.errors), schema=exc.schema
-            ) from None
-        if errors:
-            return self._redacted(errors)
-        errors = self._redacted(config_errors(self._config))
-        if errors and raise_errors:
-            raise ConfigValidationError("Config validation failed", errors=errors)
-        for error in errors:
-            self.logger.warning("Config: %s", error)
-        return errors
-
-    def _redacted(self, messages: list[str]) -> list[str]:
-        return redact_secrets(messages, self._config, self.config_jsonschema)
+    def connector_config_errors(self, config: t.Mapping[str, t.Any]) -> list[str]:
+        return config_errors(config)
 
     @property
     @override

@@ -258,3 +258,10 @@ def test_redaction_leaves_words_that_merely_contain_a_short_secret() -> None:
         ["dedupe_by idField needs b", "'b' is too short"], {"client_secret": "b"}, SETTINGS_JSON_SCHEMA
     )
     assert cleaned == ["dedupe_by idField needs <redacted>", "'<redacted>' is too short"]
+
+
+def test_text_in_a_number_field_is_reported_as_not_a_number() -> None:
+    with pytest.raises(ValueTypeError, match=r"'abc': not a number$"):
+        from_api(_field("amount", "currency"), "abc")
+    with pytest.raises(ValueTypeError, match=r"not a number$"):
+        to_api(_field("leadId", "integer"), "abc")

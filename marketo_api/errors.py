@@ -112,16 +112,8 @@ class RetriesExhaustedError(MarketoError):
 class TransientError(MarketoError):
     """Internal: a failure that the retry loop may retry (never escapes the client)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        request_id: str | None = None,
-        endpoint: str | None = None,
-        may_have_run: bool = False,
-    ) -> None:
-        super().__init__(message, code=code, request_id=request_id, endpoint=endpoint)
+    def __init__(self, message: str, *, may_have_run: bool = False, **details: str | None) -> None:
+        super().__init__(message, **details)
         # Whether Marketo may have executed the call (a timeout, 604, 5xx): a write sent again
         # could then be a repeat.
         self.may_have_run = may_have_run

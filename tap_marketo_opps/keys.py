@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +32,8 @@ LEAD_ID = "leadId"
 _EXTERNAL_ID_COLUMNS = ("externalopportunityid", "externalopportunity", "opportunityid", "id")
 _LEAD_ID_COLUMNS = ("leadid", "id", "lead")
 _DELIMITERS = (",", "\t", ";", "|")
+_LOG = logging.getLogger("tap-marketo-opps")
+_WARNED: set[Path] = set()
 
 FILTER_OBJECTS: dict[str, MarketoObject] = {
     "opportunity": MarketoObject.OPPORTUNITY,
@@ -158,55 +161,112 @@ def read_key_file(
 ) -> Iterator[KeyValue]:
     """Keys from a file: one value a line, or a CSV with a header row naming the key column.
 
-    A one-column file may start with a header line (e.g. `leadId`). Blank lines and blank
-    cells are skipped. The file is read lazily, one line at a time.
+    The first line is a header only if it names a known key column (in `column_names`,
+    compared after `_normal`). If one of its cells does, the file is a CSV (delimiter: comma,
+    tab, semicolon or pipe) and the keys are that column. Otherwise it is a one-column file,
+    header line or not: each line is one value, read as a CSV field (surrounding quotes are
+    removed, `""` is a quote), so values may contain tabs, semicolons or pipes. A first line
+    that holds a delimiter but neither names a key column nor is a valid key is taken for a
+    CSV header without a key column and refused. Blank lines and blank cells are skipped; the
+    file is read lazily, one line at a time.
     """
     with path.open(newline="", encoding="utf-8-sig") as handle:
         first = handle.readline()
         if not first:
             return
-        delimiter = next((d for d in _DELIMITERS if d in first), None)
-        if delimiter is None:
-            lines: Iterable[str] = handle
-            if not _is_header(first.strip(), column_names, parse):
-                lines = itertools.chain([first], handle)
-            for line in lines:
-                text = line.strip()
-                if text:
-                    yield parse(text)
-            return
-        reader = csv.reader(itertools.chain([first], handle), delimiter=delimiter)
-        header = next(reader)
-        column = _key_column(header, column_names, path)
-        for row in reader:
-            if column < len(row):
-                text = row[column].strip()
-                if text:
-                    yield parse(text)
+        lines: Iterable[str] = itertools.chain([first], handle)
+        for delimiter in _DELIMITERS:
+            if delimiter in first:
+                header = next(csv.reader([first], delimiter=delimiter), [])
+                column = _key_column(header, column_names)
+                if column is not None and len(header) > 1:
+                    yield from _csv_column(lines, delimiter, column, parse)
+                    return
+        single = _single_value(first, path, 1)
+        if single is None:  # several comma-separated cells, none of them a key column
+            raise _no_key_column(path, next(csv.reader([first]), []), column_names)
+        if _normal(single) in column_names:
+            lines = handle  # skip the header line of a one-column file
+        elif any(d in first for d in _DELIMITERS):
+            if not _parses(single, parse):
+                raise _no_key_column(path, next(csv.reader([first]), []), column_names)
+            _warn_once(
+                path,
+                f"{path}: the first line {single!r} names no key column, so the file is read as "
+                "one value a line (delimiters included); if it is a CSV, name the key column in "
+                f"its header, one of {list(column_names)}",
+            )
+        yield from _one_column(lines, path, parse)
+
+
+def _warn_once(path: Path, message: str) -> None:
+    """Log `message` once per file and process (the file is read for the scan and the run)."""
+    if path not in _WARNED:
+        _WARNED.add(path)
+        _LOG.warning(message)
+
+
+def _parses(text: str, parse: Callable[[str], KeyValue]) -> bool:
+    try:
+        parse(text)
+    except ConfigValidationError:
+        return False
+    return True
+
+
+def _csv_column(
+    lines: Iterable[str], delimiter: str, column: int, parse: Callable[[str], KeyValue]
+) -> Iterator[KeyValue]:
+    reader = csv.reader(lines, delimiter=delimiter)
+    next(reader)  # the header
+    for row in reader:
+        if column < len(row):
+            text = row[column].strip()
+            if text:
+                yield parse(text)
+
+
+def _one_column(lines: Iterable[str], path: Path, parse: Callable[[str], KeyValue]) -> Iterator[KeyValue]:
+    for number, line in enumerate(lines, start=1):
+        text = _single_value(line, path, number)
+        if text is None:
+            raise _invalid(
+                str(path),
+                f"line {line.strip()!r} has several comma-separated values; a one-column file "
+                "holds one value a line (quote a value that contains a comma)",
+            )
+        if text:
+            yield parse(text)
+
+
+def _single_value(line: str, path: Path, number: int) -> str | None:
+    """The one CSV field on `line`, unquoted and stripped ("" for a blank line); None if several."""
+    text = line.strip()
+    if not text:
+        return ""
+    try:
+        row = next(csv.reader([text]), [])
+    except csv.Error as exc:
+        raise _invalid(str(path), f"line {number}: {exc}") from None
+    if len(row) > 1:
+        return None
+    return row[0].strip() if row else ""
 
 
 def _normal(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch not in "_- ")
 
 
-def _is_header(text: str, column_names: Sequence[str], parse: Callable[[str], KeyValue]) -> bool:
-    if _normal(text) in column_names:
-        return True
-    try:
-        parse(text)
-    except ConfigValidationError:
-        return True  # not a valid key, so it must be the header of a one-column file
-    return False
-
-
-def _key_column(header: Sequence[str], column_names: Sequence[str], path: Path) -> int:
+def _key_column(header: Sequence[str], column_names: Sequence[str]) -> int | None:
     normalized = [_normal(h) for h in header]
     for wanted in column_names:
         if wanted in normalized:
             return normalized.index(wanted)
-    if len(header) == 1:
-        return 0
-    raise ConfigValidationError(
+    return None
+
+
+def _no_key_column(path: Path, header: Sequence[str], column_names: Sequence[str]) -> ConfigValidationError:
+    return ConfigValidationError(
         f"{path}: no key column in the CSV header {list(header)}",
         errors=[
             f"{path}: name the key column one of {list(column_names)} "

@@ -8,10 +8,16 @@ Per key batch there are two steps:
 
 Primary queries of up to `window` batches run ahead on a thread pool (through the one shared
 `MarketoClient`, whose limiter caps calls in flight). Between the two steps sits the
-de-duplication against the run's `SeenSet`; it runs on the coordinating thread in batch order,
-so which batch "owns" an opportunity does not depend on thread timing, and no id is ever
-queried twice. Results are yielded strictly in batch order and at most `window` batches are
-held, so memory does not grow with the number of keys.
+de-duplication against the run's `SeenSet` of opportunities; it runs on the coordinating thread
+in batch order, so which batch "owns" an opportunity does not depend on thread timing, and no
+opportunity is fetched twice. An opportunity source asks for the roles of every matched opportunity
+whose roles were not all fetched yet (`RunSeen.roles_of`: a lead source reached it, but read
+only that lead's roles). Roles are de-duplicated the same way, by `marketoGUID` against a
+third `SeenSet`, when they are emitted (a role can be reached through several key sources,
+e.g. by its lead and by its opportunity); each plan emits roles from one step only, always
+handled in batch order, so which batch emits a role is deterministic too. Results are yielded
+strictly in batch order and at most `window` batches are held, so memory does not grow with the
+number of keys.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ from typing import Any
 from marketo_api import MarketoClient, MarketoObject, chunked
 
 from .keys import EXTERNAL_OPPORTUNITY_ID, KeyValue
-from .seen import SeenSet
+from .seen import RunSeen
 
 Record = dict[str, Any]
+GUID = "marketoGUID"
 
 _worker = threading.local()
 
@@ -64,10 +71,11 @@ class Plan:
 
     @property
     def dedupe(self) -> bool:
-        """Whether opportunities must be tracked in the seen-set.
+        """Whether opportunities must be tracked in the run's opportunity seen-set.
 
         Opportunities found directly are emitted once per run; opportunities referenced by
-        roles are fetched once per run. Roles-only runs need no tracking.
+        roles are fetched once per run. Roles-only runs need no tracking of opportunities
+        (emitted roles are always de-duplicated, by marketoGUID).
         """
         return self.primary is MarketoObject.OPPORTUNITY or self.follow_up is MarketoObject.OPPORTUNITY
 
@@ -195,7 +203,7 @@ class BatchPipeline:
         self,
         client: MarketoClient,
         plan: Plan,
-        seen: SeenSet,
+        seen: RunSeen,
         *,
         workers: int,
         window: int,
@@ -268,19 +276,24 @@ class BatchPipeline:
                 if plan.emit_primary:
                     result.opportunities = new
                 if plan.follow_up is not None:
-                    follow_ids = [
-                        str(r[EXTERNAL_OPPORTUNITY_ID]) for r in new if r.get(EXTERNAL_OPPORTUNITY_ID)
-                    ]
+                    # Every matched opportunity whose roles were not all fetched yet, including
+                    # one a lead source reached before (that fetched only the lead's roles).
+                    matched = dict.fromkeys(
+                        str(r[EXTERNAL_OPPORTUNITY_ID])
+                        for r in fetched.records
+                        if r.get(EXTERNAL_OPPORTUNITY_ID)
+                    )
+                    follow_ids = self._seen.roles_of.add_new(matched)
             else:
                 if plan.emit_primary:
-                    result.roles = fetched.records
+                    result.roles = self._new_roles(fetched.records)
                 if plan.follow_up is not None:
                     referenced = dict.fromkeys(
                         str(r[EXTERNAL_OPPORTUNITY_ID])
                         for r in fetched.records
                         if r.get(EXTERNAL_OPPORTUNITY_ID)
                     )
-                    follow_ids = self._seen.add_new(referenced)
+                    follow_ids = self._seen.opportunities.add_new(referenced)
             work.result = result
             work.follow_ups = []
             if plan.follow_up is not None:
@@ -296,7 +309,7 @@ class BatchPipeline:
         keys = dict.fromkeys(
             str(r[EXTERNAL_OPPORTUNITY_ID]) for r in records if r.get(EXTERNAL_OPPORTUNITY_ID)
         )
-        new = set(self._seen.add_new(keys))
+        new = set(self._seen.opportunities.add_new(keys))
         out: list[Record] = []
         for record in records:
             key = record.get(EXTERNAL_OPPORTUNITY_ID)
@@ -304,6 +317,19 @@ class BatchPipeline:
                 out.append(record)  # cannot be told apart; Marketo always sets the dedupe field
             elif str(key) in new:
                 new.discard(str(key))
+                out.append(record)
+        return out
+
+    def _new_roles(self, records: list[Record]) -> list[Record]:
+        """The roles not emitted before in this run (one per marketoGUID)."""
+        new = set(self._seen.roles.add_new(dict.fromkeys(str(r[GUID]) for r in records if r.get(GUID))))
+        out: list[Record] = []
+        for record in records:
+            guid = record.get(GUID)
+            if not guid:
+                out.append(record)  # cannot be told apart; Marketo always sets marketoGUID
+            elif str(guid) in new:
+                new.discard(str(guid))
                 out.append(record)
         return out
 
@@ -318,7 +344,7 @@ class BatchPipeline:
             if self._plan.follow_up is MarketoObject.OPPORTUNITY:
                 result.opportunities.extend(fetched.records)
             else:
-                result.roles.extend(fetched.records)
+                result.roles.extend(self._new_roles(fetched.records))
         return result
 
     def _fetch(

@@ -53,3 +53,29 @@ class SeenSet:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RunSeen:
+    """The seen-sets of one run; a resumed run starts with empty ones.
+
+    - `opportunities`: externalOpportunityIds whose opportunity was fetched (and emitted, when
+      the stream is selected);
+    - `roles_of`: externalOpportunityIds whose roles were *all* fetched, by an opportunity
+      source (a lead source fetches only that lead's roles of an opportunity);
+    - `roles`: marketoGUIDs of the roles emitted.
+    """
+
+    def __init__(self) -> None:
+        self.opportunities = SeenSet()
+        self.roles_of = SeenSet()
+        self.roles = SeenSet()
+
+    def close(self) -> None:
+        for seen in (self.opportunities, self.roles_of, self.roles):
+            seen.close()
+
+    def __enter__(self) -> RunSeen:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -76,7 +76,7 @@ from .schemas import (
     RecordCoercer,
     field_record,
 )
-from .seen import SeenSet
+from .seen import RunSeen
 
 if TYPE_CHECKING:
     from singer_sdk.helpers._batch import BatchConfig
@@ -185,7 +185,8 @@ class KeyBatchesStream(Stream):
         dry_run = self.ABORT_AT_RECORD_COUNT is not None
         every = int(self.config.get("progress_log_batches") or 10)
 
-        with SeenSet() as seen:
+        # Per run: a resumed run starts with empty sets (see README, "Stopping and resuming").
+        with RunSeen() as seen:
             for index, (source, plan, (key_count, _)) in enumerate(zip(sources, plans, scans, strict=True)):
                 if index < first_source:
                     self.logger.info("Key source %s: finished by the stopped run, skipped", source.name)

@@ -217,6 +217,75 @@ def test_several_sources_emit_each_opportunity_once(sb: Sandbox, catalog: dict[s
     assert set(opp_guids) == want[OPPS]
 
 
+def overlapping_sources(sb: Sandbox) -> tuple[dict[str, Any], dict[str, set[str]]]:
+    """Settings whose sources reach the same opportunities and roles several times, and the union."""
+    opp = next(o for o in sb.store.opportunities() if o.get("externalCompanyId"))
+    eid, company = opp["externalOpportunityId"], opp["externalCompanyId"]
+    leads = sorted({r["leadId"] for r in sb.store.roles() if r["externalOpportunityId"] == eid})
+    assert leads, "the sandbox should hold roles for this opportunity"
+    settings = {
+        "external_opportunity_ids": [eid],
+        "lead_ids": leads,
+        "filters": [
+            {"object": "opportunity", "field": "externalCompanyId", "values": [company]},
+            {"object": "opportunity_role", "field": "leadId", "values": leads[:2]},
+        ],
+    }
+    by_lead = expected_for_leads(sb, leads)
+    by_opp = expected_for_opportunities(
+        sb, lambda o: o["externalOpportunityId"] == eid or o.get("externalCompanyId") == company
+    )
+    # The overlap is real: these roles are reached both by their lead and by their opportunity.
+    assert by_lead[ROLES] & by_opp[ROLES]
+    want = {stream: by_lead[stream] | by_opp[stream] for stream in RECORD_STREAMS}
+    return settings, want
+
+
+@pytest.mark.parametrize("streams", [RECORD_STREAMS, [ROLES]], ids=["both", "roles-only"])
+def test_overlapping_sources_emit_each_role_and_opportunity_once(
+    sb: Sandbox, catalog: dict[str, Any], streams: list[str]
+) -> None:
+    settings, want = overlapping_sources(sb)
+    run = run_tap(tap_config(sb, **settings), catalog=select(catalog, streams))
+    got = emitted(run)  # fails if any record was emitted twice
+    for stream in RECORD_STREAMS:
+        assert got[stream] == (want[stream] if stream in streams else set())
+
+
+def test_overlapping_sources_after_a_stop_and_resume(sb: Sandbox, catalog: dict[str, Any]) -> None:
+    """Each run emits a record at most once; the two runs together emit everything."""
+    settings, want = overlapping_sources(sb)
+    config = tap_config(sb, **settings, max_concurrent_requests=1)
+    chosen = records_only(catalog)
+    first = run_tap({**config, "daily_call_budget": 3}, catalog=chosen)
+    assert isinstance(first.error, SyncStoppedError)
+    emitted_first = {stream: first.guids(stream) for stream in RECORD_STREAMS}
+    for stream in RECORD_STREAMS:
+        guids = [r["marketoGUID"] for r in first.records(stream)]
+        assert len(guids) == len(set(guids)), f"{stream}: a record was emitted twice in the stopped run"
+    second = run_tap(config, catalog=chosen, state=first.last_state)
+    got = emitted(second)  # the resumed run starts a new seen-set but emits nothing twice itself
+    assert {stream: emitted_first[stream] | got[stream] for stream in RECORD_STREAMS} == want
+
+
+def test_key_file_with_quoted_values(sb: Sandbox, catalog: dict[str, Any], tmp_path: Path) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_bytes(b'\xef\xbb\xbfleadId\r\n"4"\r\n"5"\r\n\r\n')
+    ids = tmp_path / "ids.csv"
+    ids.write_text('externalOpportunityId\n"OPP-000003"\n" OPP-000004 "\n')
+    run = run_tap(
+        tap_config(sb, lead_ids_file=str(leads), external_opportunity_ids_file=str(ids)),
+        catalog=records_only(catalog),
+    )
+    by_lead = expected_for_leads(sb, [4, 5])
+    by_opp = expected_for_opportunities(
+        sb, lambda o: o["externalOpportunityId"] in ("OPP-000003", "OPP-000004")
+    )
+    assert by_opp[OPPS]
+    assert by_lead[ROLES]
+    assert emitted(run) == {stream: by_lead[stream] | by_opp[stream] for stream in RECORD_STREAMS}
+
+
 def test_lead_with_more_than_300_roles(sb: Sandbox, catalog: dict[str, Any]) -> None:
     counts = Counter(r["leadId"] for r in sb.store.roles())
     heavy = max(counts, key=lambda lead: counts[lead])

@@ -71,6 +71,83 @@ def test_external_id_files(tmp_path: Path, content: str, expected: list[str]) ->
     assert values({"external_opportunity_ids_file": str(path)}) == [expected]
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('externalOpportunityId\n"OPP-000001"\n"OPP-000002"\n', ["OPP-000001", "OPP-000002"]),
+        ('"OPP-1"\n  " OPP-2 "  \n"say ""hi"""\n', ["OPP-1", "OPP-2", 'say "hi"']),
+        ('"externalOpportunityId"\r\n"OPP-1"\r\n', ["OPP-1"]),
+        ("ACME|2024-001\nACME|2024-002\n", ["ACME|2024-001", "ACME|2024-002"]),
+        ("A;1\nB;2\n", ["A;1", "B;2"]),
+        ("A\t1\nB\t2\n", ["A\t1", "B\t2"]),
+        ("id\nACME|1\nACME;2\n", ["ACME|1", "ACME;2"]),
+        ('"name","externalOpportunityId"\n"X","OPP-1"\n', ["OPP-1"]),
+        ("\nOPP-1\n", ["OPP-1"]),
+    ],
+    ids=[
+        "quoted",
+        "quoted-no-header",
+        "quoted-header",
+        "pipes",
+        "semicolons",
+        "tabs",
+        "header-then-pipes",
+        "quoted-csv-header",
+        "leading-blank",
+    ],
+)
+def test_one_column_files_with_quotes_and_delimiters(
+    tmp_path: Path, content: str, expected: list[str]
+) -> None:
+    path = tmp_path / "ids"
+    path.write_bytes(content.encode())
+    assert values({"external_opportunity_ids_file": str(path)}) == [expected]
+
+
+def test_quoted_lead_file(tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_bytes(b'\xef\xbb\xbfleadId\r\n"5"\r\n\r\n"6"\r\n')
+    assert values({"lead_ids_file": str(path)}) == [[5, 6]]
+
+
+def test_one_column_file_reading_delimiters_as_values_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "pipes.txt"
+    path.write_text("ACME|1\nACME|2\n")
+    assert values({"external_opportunity_ids_file": str(path)}) == [["ACME|1", "ACME|2"]]
+    assert "names no key column" in caplog.text
+
+
+def test_first_line_is_a_header_only_if_it_names_a_key_column(tmp_path: Path) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text("opp_ref\nOPP-1\n")
+    assert values({"external_opportunity_ids_file": str(path)}) == [["opp_ref", "OPP-1"]]
+    leads = tmp_path / "leads.txt"
+    leads.write_text("lead_ids\n1\n")
+    with pytest.raises(ConfigValidationError, match="lead_ids"):
+        values({"lead_ids_file": str(leads)})
+
+
+@pytest.mark.parametrize(
+    ("setting", "content", "match"),
+    [
+        ("lead_ids_file", "name\tamount\nA\t1\n", "no key column"),
+        ("lead_ids_file", "name;amount\nA;1\n", "no key column"),
+        ("external_opportunity_ids_file", "externalOpportunityId\nOPP-1\nA,B\n", "comma-separated"),
+        ("external_opportunity_ids_file", 'externalOpportunityId\n"A,B"\n', "comma"),
+    ],
+    ids=["tsv-lead", "semicolon-lead", "unquoted-comma", "quoted-comma"],
+)
+def test_key_files_that_cannot_be_read_are_refused(
+    tmp_path: Path, setting: str, content: str, match: str
+) -> None:
+    path = tmp_path / "keys"
+    path.write_text(content)
+    with pytest.raises(ConfigValidationError, match=match):
+        values({setting: str(path)})
+
+
 def test_csv_without_a_key_column_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ids.csv"
     path.write_text("name,amount\nA,1\n")

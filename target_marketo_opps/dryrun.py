@@ -2,9 +2,10 @@
 
 Records are looked up 300 keys per call and then replayed in input order against what was
 found, so a record created earlier in the same input counts as existing for later ones. Roles
-follow the real run's ordering: opportunities are evaluated first, and a role whose
-opportunity is neither in Marketo nor (yet) in the input waits until the end of input. Lead
-ids cannot be checked (the REST API has no lead lookup in this project's client).
+follow the real run's ordering: a role whose opportunity is not in Marketo waits until that
+opportunity is written (or the end of input), and an opportunity delete removes the roles of
+that opportunity. Lead ids cannot be checked (the REST API has no lead lookup in this
+project's client).
 """
 
 from __future__ import annotations
@@ -50,47 +51,82 @@ class DryRunCoordinator(Coordinator):
         self.descriptions = descriptions
         self.batch_size = min(batch_size, MAX_BATCH)
         self.logger = logger
-        self._pending: dict[MarketoObject, list[Item]] = {OPP: [], ROLE: []}
-        self._fresh: collections.Counter[MarketoObject] = collections.Counter()
+        self._pending: list[Item] = []  # accepted, not looked up or evaluated yet (input order)
+        # Roles whose opportunity is not (yet) in Marketo, and records behind them for the same
+        # role, in input order: a real run holds them until their opportunity is written.
+        self._waiting: list[Item] = []
         # What Marketo holds, as far as this run knows: key -> (exists, marketoGUID).
         self._known: dict[ConflictKey, tuple[bool, str | None]] = {}
         # A found record's other key (marketoGUID <-> dedupe fields), so a delete by one of them
         # is seen by a later record using the other.
         self._aliases: dict[ConflictKey, ConflictKey] = {}
+        # Opportunities deleted by this (simulated) run: Marketo deleted their roles with them,
+        # so a role of theirs not known yet is not looked up but known not to exist.
+        self._cascaded: set[str] = set()
 
     def _add(self, item: Item) -> None:
-        self._pending[item.obj].append(item)
-        self._fresh[item.obj] += 1
-        if self._fresh[item.obj] >= self.batch_size:
-            self._evaluate(item.obj, final=False)
+        self._pending.append(item)
+        if len(self._pending) >= self.batch_size:
+            self._evaluate(final=False)
             self._on_progress()
 
     def _checkpoint(self, *, final: bool) -> None:
-        self._evaluate(OPP, final=final)
-        self._evaluate(ROLE, final=final)
+        self._evaluate(final=final)
         self._on_progress()
 
     # ---- evaluation -------------------------------------------------------------------------
 
-    def _evaluate(self, obj: MarketoObject, *, final: bool) -> None:
-        if obj is ROLE:
-            self._evaluate(OPP, final=final)
-        items, self._pending[obj] = self._pending[obj], []
-        self._fresh[obj] = 0
+    def _evaluate(self, *, final: bool) -> None:
+        """Replay the pending records in input order, as a real run would apply them.
+
+        A real run sends opportunity syncs before the roles given with them, holds a role whose
+        opportunity is missing until that opportunity is written, sends an opportunity delete
+        after the roles given before it and before the roles given after it (the delete removes
+        the opportunity's roles). Replaying in input order with waiting roles released when
+        their opportunity is written gives the same outcomes.
+        """
+        items, self._pending = self._pending, []
         self._look_up(items)
-        waiting: list[Item] = []
-        kept: set[ConflictKey] = set()
         for item in items:
-            if any(k in kept for k in item.conflict_keys):
-                waiting.append(item)
+            if item.obj is ROLE and self._behind_waiting(item):
+                self._waiting.append(item)
                 continue
-            outcome = self._simulate(item, final=final)
+            outcome = self._simulate(item, final=False)
             if outcome is None:
-                waiting.append(item)
+                self._waiting.append(item)
+                continue
+            self._resolve(item, outcome)
+            if item.obj is OPP and item.op != DELETE and outcome.status in ("would_create", "would_update"):
+                self._release_waiting(item.opportunity_id)
+        if final:
+            waiting, self._waiting = self._waiting, []
+            for item in waiting:
+                outcome = self._simulate(item, final=True)
+                assert outcome is not None
+                self._resolve(item, outcome)
+
+    def _behind_waiting(self, item: Item) -> bool:
+        keys = set(item.conflict_keys)
+        return any(not keys.isdisjoint(w.conflict_keys) for w in self._waiting)
+
+    def _release_waiting(self, opportunity_id: str | None) -> None:
+        """Its opportunity was written: the roles waiting for it go, in input order."""
+        if not opportunity_id or not self._waiting:
+            return
+        still: list[Item] = []
+        kept: set[ConflictKey] = set()
+        for item in self._waiting:
+            if item.opportunity_id != opportunity_id or any(k in kept for k in item.conflict_keys):
+                still.append(item)
+                kept.update(item.conflict_keys)
+                continue
+            outcome = self._simulate(item, final=False)
+            if outcome is None:
+                still.append(item)
                 kept.update(item.conflict_keys)
                 continue
             self._resolve(item, outcome)
-        self._pending[obj] = waiting + self._pending[obj]
+        self._waiting = still
 
     def _simulate(self, item: Item, *, final: bool) -> Outcome | None:
         """The outcome a real run would report, or None to decide later (role waiting)."""
@@ -100,6 +136,8 @@ class DryRunCoordinator(Coordinator):
             if not exists:
                 return Outcome("would_skip", reasons=(Reason("1013", "Object not found"),))
             self._set(item, False, None)
+            if item.obj is OPP:
+                self._cascade(item)
             return Outcome("would_delete", guid)
         if exists:
             if item.action == "createOnly":
@@ -120,6 +158,24 @@ class DryRunCoordinator(Coordinator):
         self._set(item, True, None)
         return Outcome("would_create")
 
+    def _cascade(self, item: Item) -> None:
+        """An opportunity delete removes the opportunity's roles in Marketo."""
+        opportunity = item.opportunity_id
+        if opportunity is None:  # by marketoGUID alone: which opportunity, if it was looked up
+            alias = self._aliases.get(item.conflict_keys[0])
+            if alias is None or not isinstance(alias[2], tuple) or not alias[2]:
+                return
+            opportunity = alias[2][0]
+            if not isinstance(opportunity, str):
+                return
+        self._cascaded.add(opportunity)
+        for key in list(self._known):
+            if key[0] == ROLE.value and key[1] == "dedupe" and key[2][0] == opportunity:
+                self._known[key] = _NOT_FOUND
+                alias = self._aliases.get(key)
+                if alias is not None:
+                    self._known[alias] = _NOT_FOUND
+
     def _set(self, item: Item, exists: bool, guid: str | None) -> None:
         for key in item.conflict_keys:
             self._known[key] = (exists, guid)
@@ -138,6 +194,9 @@ class DryRunCoordinator(Coordinator):
             for key in needed:
                 if key in self._known:
                     continue
+                if key[0] == ROLE.value and key[1] == "dedupe" and key[2][0] in self._cascaded:
+                    self._known[key] = _NOT_FOUND  # deleted with its opportunity in this run
+                    continue
                 obj_value, kind, value = key
                 obj = OPP if obj_value == OPP.value else ROLE
                 wanted[(obj, kind)][key] = value
@@ -148,8 +207,16 @@ class DryRunCoordinator(Coordinator):
         except CrmSyncEnabledError as exc:
             raise crm_error(exc) from exc
 
+    def _description(self, obj: MarketoObject) -> ObjectDescription:
+        """The object's describe; made here when no record of that object was built (a roles-only
+        input still looks its opportunities up)."""
+        description = self.descriptions.get(obj)
+        if description is None:
+            description = self.descriptions[obj] = self.client.describe(obj)
+        return description
+
     def _query(self, obj: MarketoObject, kind: str, chunk: list[tuple[ConflictKey, Any]]) -> None:
-        description = self.descriptions[obj]
+        description = self._description(obj)
         dedupe = description.dedupe_fields
         fields = [description.id_field, *dedupe]
         for key, _ in chunk:

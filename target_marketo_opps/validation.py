@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import fastjsonschema
@@ -59,14 +60,43 @@ class RecordValidator:
 
 
 def _fast_checker(validate: Callable[[Any], Any]) -> Callable[[dict[str, Any]], str | None]:
-    def check(record: dict[str, Any]) -> str | None:
+    def first_error(record: dict[str, Any]) -> fastjsonschema.JsonSchemaValueException | None:
         try:
             validate(record)
         except fastjsonschema.JsonSchemaValueException as exc:
-            return _describe(list(exc.path or [_ROOT]), str(exc.message))
+            return exc
         return None
 
+    def check(record: dict[str, Any]) -> str | None:
+        error = first_error(record)
+        if error is None:
+            return None
+        # JSON `40.0` arrives as Decimal('40.0'), which JSON Schema counts as an integer but
+        # fastjsonschema does not: check again with integral decimals as ints (only on failure,
+        # so valid records pay nothing).
+        normalized = _integral_decimals_as_ints(record)
+        if normalized is not record:
+            error = first_error(normalized)
+            if error is None:
+                return None
+        return _describe(list(error.path or [_ROOT]), str(error.message))
+
     return check
+
+
+def _integral_decimals_as_ints(value: Any) -> Any:
+    """A copy with every finite whole `Decimal` as an `int` (`value` itself when there is none)."""
+    if isinstance(value, Decimal):
+        if value.is_finite() and value == value.to_integral_value():
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        items = {k: _integral_decimals_as_ints(v) for k, v in value.items()}
+        return value if all(items[k] is value[k] for k in value) else items
+    if isinstance(value, list):
+        elements = [_integral_decimals_as_ints(v) for v in value]
+        return value if all(a is b for a, b in zip(elements, value, strict=True)) else elements
+    return value
 
 
 def _jsonschema_checker(schema: dict[str, Any], stream_name: str) -> Callable[[dict[str, Any]], str | None]:

@@ -371,20 +371,25 @@ class WriteCoordinator(Coordinator):
         self._pumping = False
         self._held_changed = False  # something a held role waits for may have happened
         self._aborting = False
+        self._sent_batches = 0  # calls submitted so far (progress marker)
 
     # ---- entry points (main thread) ---------------------------------------------------
 
     def _add(self, item: Item) -> None:
         self._harvest()
+        if item.obj is ROLE:
+            self._submit_deletes_before(item)
         if item.obj is ROLE and self._blocked(item):
             self._hold(item)
         else:
             self._enqueue(item)
-        self._pump(final=False)
+        self._pump()
 
     def _checkpoint(self, *, final: bool) -> None:
+        progress = _ProgressGuard("checkpoint")
         while True:
-            self._pump(final=False)
+            progress.check(self._progress_marker())
+            self._pump()
             # Opportunity syncs, then roles, then opportunity deletes (they cascade to roles).
             for key in sorted(self._open, key=_submit_order):
                 if key[0] is OPP and key[1] == DELETE:
@@ -393,14 +398,31 @@ class WriteCoordinator(Coordinator):
                     self._submit(key)
             self._send_parked()
             self._wait(list(self._inflight))
-            if self._open or self._parked or self._inflight or self._releasable(final=False):
+            if self._open or self._parked or self._inflight:
+                continue
+            released = self._release_scan(final=False)
+            if not released and final and self._held:
+                # Every opportunity of the run is written: roles still held cannot be written.
+                released = self._release_scan(final=True)
+            if released:
+                for item in released:
+                    self._enqueue(item)
                 continue
             if final and self._held:
-                # Every opportunity of the run is written: roles still held cannot be written.
-                self._pump(final=True)
-                continue
+                continue  # the guard raises if settling held roles made no progress
             break
         self._on_progress()
+
+    def _progress_marker(self) -> tuple[int, ...]:
+        """Changes whenever the coordinator moves: a call sent, an outcome recorded, a role held."""
+        return (
+            self._sent_batches,
+            len(self._unresolved),
+            len(self._held),
+            len(self._open),
+            len(self._parked),
+            len(self._inflight),
+        )
 
     def close(self) -> None:
         with self._executor_lock:
@@ -416,6 +438,11 @@ class WriteCoordinator(Coordinator):
             other = self._open.get(other_key)
             if other is not None and other.conflicts(item):
                 self._submit(other_key)  # an earlier record for the same key goes first
+        if item.obj is ROLE and self._blocked(item):
+            # Sending that batch (or an answer harvested meanwhile) held an earlier record for
+            # this role: this one waits behind it.
+            self._hold(item)
+            return
         batch = self._open.get(key)
         if batch is not None and (batch.conflicts(item) or not batch.fits(item)):
             self._close(key)
@@ -464,7 +491,7 @@ class WriteCoordinator(Coordinator):
             # by marketoGUID alone does not say which opportunity it is: every role goes first.
             ids = {i.opportunity_id for i in batch.items if i.opportunity_id}
             by_guid_alone = any(not i.opportunity_id for i in batch.items)
-            self._settle_roles_for(None if by_guid_alone else ids)
+            self._settle_roles_for(None if by_guid_alone else ids, before=max(i.seq for i in batch.items))
         waits = [f for f, other in self._inflight.items() if batch.may_share_records(other)]
         if waits:
             self._wait(waits)
@@ -482,8 +509,23 @@ class WriteCoordinator(Coordinator):
         for item in batch.items:
             item.attempts += 1
             item.sent_epoch = self._opp_epoch
+        self._sent_batches += 1
         future = self._pool().submit(self.sender.send, batch)
         self._inflight[future] = batch
+
+    def _submit_deletes_before(self, role: Item) -> None:
+        """A role given after a pending delete of its opportunity must not overtake it.
+
+        The delete (which cascades to the opportunity's roles) is sent now, after the roles given
+        before it; a delete by marketoGUID alone may be this role's opportunity, so it goes too, and
+        a role keyed by marketoGUID alone may belong to any opportunity: every pending delete goes.
+        """
+        for key in [k for k in self._open if k[0] is OPP and k[1] == DELETE]:
+            batch = self._open[key]
+            if role.opportunity_id is None or any(
+                not i.opportunity_id or i.opportunity_id == role.opportunity_id for i in batch.items
+            ):
+                self._submit(key)
 
     def _flush_opportunities(self) -> None:
         """Send pending opportunity syncs and wait for every opportunity call in flight.
@@ -496,17 +538,25 @@ class WriteCoordinator(Coordinator):
         if pending:
             self._wait(pending)
 
-    def _settle_roles_for(self, opportunity_ids: set[str] | None) -> None:
-        """Send and settle every pending role of these opportunities (None: of any opportunity).
+    def _settle_roles_for(self, opportunity_ids: set[str] | None, *, before: int) -> None:
+        """Send and settle every pending role of these opportunities (None: of any opportunity)
+        given before record `before` (the delete).
 
         Held roles that may go now are sent too; the others are not in Marketo (it answered
-        that their opportunity or lead is missing), so a delete cannot remove them.
+        that their opportunity or lead is missing), so a delete cannot remove them. (Roles given
+        after a pending delete of their opportunity are never pending: `_submit_deletes_before`
+        sends the delete when they arrive.)
         """
 
         def concerned(batch: Batch) -> bool:
-            return opportunity_ids is None or any(i.opportunity_id in opportunity_ids for i in batch.items)
+            return any(
+                i.seq < before and (opportunity_ids is None or i.opportunity_id in opportunity_ids)
+                for i in batch.items
+            )
 
+        progress = _ProgressGuard("settling roles before an opportunity delete")
         while True:
+            progress.check(self._progress_marker())
             keys = [k for k, b in self._open.items() if k[0] is ROLE and concerned(b)]
             parked = any(concerned(b) for b in self._parked)
             if parked:
@@ -514,8 +564,11 @@ class WriteCoordinator(Coordinator):
             for key in keys:
                 self._submit(key)
             flying = [f for f, b in self._inflight.items() if b.obj is ROLE and concerned(b)]
+            # Opportunity syncs in flight were given before the delete (a later sync of one of its
+            # opportunities waits for it); their answers tell which held roles may go first.
+            flying += [f for f, b in self._inflight.items() if b.obj is OPP and b.op == SYNC]
             self._wait(flying)
-            released = self._release_scan(final=False, only=opportunity_ids)
+            released = self._release_scan(final=False, only=opportunity_ids, before=before)
             for item in released:
                 self._enqueue(item)
             if not keys and not parked and not flying and not released:
@@ -555,8 +608,13 @@ class WriteCoordinator(Coordinator):
             self._held_changed = True
             self._opp_epoch += 1
             for item, outcome in zip(batch.items, outcomes, strict=True):
-                if batch.op == SYNC and outcome.status in ("created", "updated") and item.opportunity_id:
+                if not item.opportunity_id:
+                    continue
+                if batch.op == SYNC and outcome.status in ("created", "updated"):
                     self._opp_written[item.opportunity_id] = self._opp_epoch
+                elif batch.op == DELETE and outcome.status == "deleted":
+                    # Gone again: a role answered 1004 now waits for it to be re-created.
+                    self._opp_written.pop(item.opportunity_id, None)
         crm = False
         for item, outcome in zip(batch.items, outcomes, strict=True):
             crm = crm or outcome.has_reason("1018")
@@ -589,9 +647,28 @@ class WriteCoordinator(Coordinator):
         return any(self._held_keys[k] for k in item.conflict_keys)
 
     def _hold(self, item: Item) -> None:
+        """Hold a role; later records for the same role waiting in batches are held behind it."""
         self._held_changed = True
+        self._put_held(item)
+        keys = set(item.conflict_keys)
+        for batch in [*self._open.values(), *self._parked]:
+            if batch.obj is not item.obj:
+                continue
+            later = [i for i in batch.items if i.seq > item.seq and not keys.isdisjoint(i.conflict_keys)]
+            if later:
+                batch.remove(later)
+                for other in later:
+                    self._put_held(other)
+        self._parked = [b for b in self._parked if b.items]
+        for key in [k for k, b in self._open.items() if not b.items]:
+            del self._open[key]
+
+    def _put_held(self, item: Item) -> None:
+        out_of_order = bool(self._held) and next(reversed(self._held)) > item.seq
         self._held[item.seq] = item
         self._held_keys.update(item.conflict_keys)
+        if out_of_order:  # keep input order: the release scan relies on it
+            self._held = collections.OrderedDict(sorted(self._held.items()))
 
     def _unhold(self, item: Item) -> None:
         del self._held[item.seq]
@@ -599,9 +676,6 @@ class WriteCoordinator(Coordinator):
         for k in item.conflict_keys:
             if self._held_keys[k] <= 0:
                 del self._held_keys[k]
-
-    def _releasable(self, final: bool) -> bool:
-        return any(self._release_decision(item, final) != "keep" for item in self._held.values())
 
     def _release_decision(self, item: Item, final: bool) -> str:
         if item.attempts == 0:
@@ -611,7 +685,7 @@ class WriteCoordinator(Coordinator):
             return "send"  # its opportunity has been written since: try once more
         return "skip" if final else "keep"
 
-    def _pump(self, *, final: bool) -> None:
+    def _pump(self) -> None:
         """Harvest answers, release held roles that may go now, repeat until nothing moves."""
         if self._pumping:
             return
@@ -619,10 +693,10 @@ class WriteCoordinator(Coordinator):
         try:
             while True:
                 self._harvest()
-                if not self._held or not (self._held_changed or final):
+                if not self._held or not self._held_changed:
                     break
                 self._held_changed = False
-                released = self._release_scan(final=final)
+                released = self._release_scan(final=False)
                 if not released:
                     break
                 for item in released:
@@ -631,15 +705,25 @@ class WriteCoordinator(Coordinator):
             self._pumping = False
         self._on_progress()
 
-    def _release_scan(self, *, final: bool, only: set[str] | None = None) -> list[Item]:
-        """Unhold the roles that may go now (in input order); settle the hopeless ones if final."""
+    def _release_scan(
+        self, *, final: bool, only: set[str] | None = None, before: int | None = None
+    ) -> list[Item]:
+        """Unhold the roles that may go now (in input order); settle the hopeless ones if final.
+
+        This is the only place that decides what leaves `_held`: a role stays behind an earlier
+        held record for the same role, whatever its own decision.
+        """
         released: list[Item] = []
         kept_keys: set[ConflictKey] = set()
         for item in list(self._held.values()):
             if any(k in kept_keys for k in item.conflict_keys):
                 continue  # stays behind an earlier record for the same role
             decision = self._release_decision(item, final)
-            if decision == "keep" or (only is not None and item.opportunity_id not in only):
+            if (
+                decision == "keep"
+                or (only is not None and item.opportunity_id not in only)
+                or (before is not None and item.seq >= before)
+            ):
                 kept_keys.update(item.conflict_keys)
                 continue
             self._unhold(item)
@@ -674,6 +758,22 @@ class WriteCoordinator(Coordinator):
         if isinstance(error, CrmSyncEnabledError) and str(error) != CRM_MESSAGE:
             raise crm_error(error)
         raise error
+
+
+class _ProgressGuard:
+    """Turns a loop that stopped making progress into an error instead of a silent spin."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._last: tuple[int, ...] | None = None
+
+    def check(self, marker: tuple[int, ...]) -> None:
+        if marker == self._last:
+            raise RuntimeError(
+                f"internal error in target-marketo-opps: {self.what} made no progress (state {marker}); "
+                "please report this with the input that caused it"
+            )
+        self._last = marker
 
 
 def _submit_order(key: BatchKey) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,11 @@ from test_target_support import (
     target_config,
 )
 
-from marketo_api import CrmSyncEnabledError
+from marketo_api import CrmSyncEnabledError, MarketoObject
 from marketo_sandbox import Fault, RecordFault, Sandbox
+from target_marketo_opps.records import Item
 from target_marketo_opps.target import TargetMarketoOpps, TooManyRejectionsError, UnknownStreamError
+from target_marketo_opps.writer import WriteCoordinator
 
 SandboxFactory = Callable[..., Sandbox]
 
@@ -709,3 +712,202 @@ def test_dry_run_looks_up_keys_that_contain_a_comma(sb: Sandbox, tmp_path: Path)
     run_target(config(sb, tmp_path), [opp_schema(), opp("A,1")])
     run = run_target(config(sb, tmp_path, dry_run=True), [opp_schema(), opp("A,1"), opp("B,2")])
     assert [run.status_of(n) for n in (1, 2)] == ["would_update", "would_create"]
+
+
+# ---- regressions (review 2) -------------------------------------------------------------------
+
+
+def run_within(seconds: float, config: dict[str, Any], messages: list[dict[str, Any]]) -> Any:
+    """`run_target`, failing (instead of hanging the suite) when the run does not end in time."""
+    done: list[Any] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            done.append(run_target(config, messages))
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if errors:
+        raise errors[0]
+    assert done, f"the target did not finish within {seconds} s (spinning?)"
+    return done[0]
+
+
+def test_the_same_unwritable_role_twice_ends_without_spinning(sb: Sandbox, tmp_path: Path) -> None:
+    # The first copy is held (1004, its opportunity may still come) and the second waits behind it;
+    # at the end of input both are settled instead of the checkpoint looping forever.
+    messages = [role_schema(), role("NOPE-1", 3, isPrimary=True), role("NOPE-1", 3, isPrimary=False)]
+    run = run_within(15, config(sb, tmp_path), messages)
+    assert [run.status_of(n) for n in (1, 2)] == ["skipped", "skipped"]
+    assert run.reason_codes(1) == run.reason_codes(2) == ["1004"]
+
+
+def test_the_same_role_twice_with_a_missing_lead_ends_and_emits_state(sb: Sandbox, tmp_path: Path) -> None:
+    run_target(config(sb, tmp_path), [opp_schema(), opp("E-1")])
+    messages = [role_schema(), role("E-1", 99999), role("E-1", 99999), state({"s": 1})]
+    run = run_within(15, config(sb, tmp_path), messages)
+    assert [run.status_of(n) for n in (1, 2)] == ["skipped", "skipped"]
+    assert run.states == [{"s": 1}]
+
+
+def test_a_stuck_checkpoint_raises_instead_of_spinning(sb: Sandbox, tmp_path: Path) -> None:
+    target = TargetMarketoOpps(config=config(sb, tmp_path))
+    coordinator = target.coordinator
+    assert isinstance(coordinator, WriteCoordinator)
+    # A held role whose release rule never lets it go, even at the end of input: an internal
+    # inconsistency must end the run with a clear error, not a silent 100% CPU loop.
+    item = Item(
+        seq=1,
+        stream="opportunity_roles",
+        obj=MarketoObject.OPPORTUNITY_ROLE,
+        op="sync",
+        action="createOrUpdate",
+        by="dedupeFields",
+        key={},
+        conflict_keys=(("r", "dedupe", 1),),
+    )
+    coordinator._unresolved[1] = item
+    coordinator._hold(item)
+    coordinator._release_decision = lambda item, final: "keep"  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            coordinator.checkpoint(final=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "the checkpoint spins"
+    assert len(errors) == 1
+    assert isinstance(errors[0], RuntimeError)
+    assert "made no progress" in str(errors[0])
+    coordinator.close()
+
+
+def test_a_role_after_an_opportunity_delete_is_written_after_it(sb: Sandbox, tmp_path: Path) -> None:
+    run_target(config(sb, tmp_path), [opp_schema(), opp("X-1"), opp("Y-1")])
+    messages = [
+        opp_schema(),
+        deleted(opp("X-1")),
+        role_schema(),
+        role("X-1", 3),
+        opp("X-1", stage="again"),
+        deleted(opp("Y-1")),
+        role("Y-1", 4),
+    ]
+    run = run_target(config(sb, tmp_path), messages)
+    assert [run.status_of(n) for n in range(1, 6)] == ["deleted", "created", "created", "deleted", "skipped"]
+    assert run.reason_codes(5) == ["1004"]  # Y-1 was gone when its role came
+    assert sb.store.opportunity("X-1") is not None
+    assert sb.store.role("X-1", 3, "Champion") is not None  # not removed by the earlier delete
+    assert sb.store.opportunity("Y-1") is None
+    assert sb.store.role("Y-1", 4, "Champion") is None
+
+
+def test_a_role_after_a_delete_by_marketo_guid_alone_is_written_after_it(sb: Sandbox, tmp_path: Path) -> None:
+    seeded = sb.store.opportunities()[0]
+    eid, guid = seeded["externalOpportunityId"], seeded["marketoGUID"]
+    messages = [
+        opp_schema(),
+        deleted(record("opportunities", {"marketoGUID": guid})),
+        role_schema(),
+        role(eid, 3),
+        opp(eid, stage="again"),
+    ]
+    run = run_target(config(sb, tmp_path), messages)
+    assert [run.status_of(n) for n in (1, 2, 3)] == ["deleted", "created", "created"]
+    assert sb.store.role(eid, 3, "Champion") is not None
+
+
+def test_roles_wait_for_an_opportunity_deleted_and_re_created_in_the_run(sb: Sandbox, tmp_path: Path) -> None:
+    run_target(config(sb, tmp_path), [opp_schema(), opp("X-1")])
+    messages = [opp_schema(), role_schema(), opp("X-1", stage="a"), deleted(opp("X-1"))]
+    # bs=1: more roles than can be parked, so the first ones are sent (after the delete) before
+    # X-1 is re-created; answered 1004, they must be held for it, not reported skipped.
+    messages += [role("X-1", lead) for lead in range(3, 9)]
+    messages += [opp("X-1", stage="again")]
+    run = run_target(config(sb, tmp_path, batch_size_rows=1), messages)
+    assert [run.status_of(n) for n in (1, 2, 9)] == ["updated", "deleted", "created"]
+    assert [run.status_of(n) for n in range(3, 9)] == ["created"] * 6
+    roles = sorted(r["leadId"] for r in sb.store.roles() if r["externalOpportunityId"] == "X-1")
+    assert roles == list(range(3, 9))
+    assert sb.stats()["record_errors_by_code"].get("1004")  # the early ones were refused once
+
+
+def test_a_held_role_is_not_overtaken_by_a_later_record_for_it(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    # bs=2: roles batches park and overflow, so v1 of Z-1's role goes out before Z-1 arrives and
+    # is held (1004); v2 of the same role arrived meanwhile and sat in an open batch.
+    sandbox = make_sandbox(opportunities=0, leads=60, heavy_leads=0, latency_seconds=0.3)
+    run_target(config(sandbox, tmp_path), [opp_schema(), opp("F-1")])
+    messages = [opp_schema(), role_schema(), role("Z-1", 3, isPrimary=True)]
+    messages += [role("F-1", lead) for lead in range(10, 19)]
+    messages += [role("Z-1", 3, isPrimary=False), opp("Z-1"), opp("Q-1")]
+    run = run_target(config(sandbox, tmp_path, batch_size_rows=2), messages)
+    assert (run.status_of(1), run.status_of(11)) == ("created", "updated")
+    stored = sandbox.store.role("Z-1", 3, "Champion")
+    assert stored is not None
+    assert stored["isPrimary"] is False
+
+
+def test_dry_run_with_roles_only(sb: Sandbox, tmp_path: Path) -> None:
+    run_target(config(sb, tmp_path), [opp_schema(), opp("D-1")])
+    run = run_target(config(sb, tmp_path, dry_run=True), [role_schema(), role("D-1", 3), role("NOPE", 4)])
+    assert [run.status_of(n) for n in (1, 2)] == ["would_create", "would_skip"]
+
+
+def test_an_integral_decimal_passes_an_integer_field(sb: Sandbox, tmp_path: Path) -> None:
+    text = "\n".join(
+        [
+            json.dumps(opp_schema()),
+            '{"type": "RECORD", "stream": "opportunities", "record": '
+            '{"externalOpportunityId": "I-1", "name": "I", "probability": 40.0}}',
+            '{"type": "RECORD", "stream": "opportunities", "record": '
+            '{"externalOpportunityId": "I-2", "name": "I", "probability": 40.5}}',
+        ]
+    )
+    run = run_target(config(sb, tmp_path), text + "\n")
+    assert [run.status_of(n) for n in (1, 2)] == ["created", "rejected"]
+    stored = sb.store.opportunity("I-1")
+    assert stored is not None
+    assert stored["probability"] == 40
+
+
+def test_dry_run_replays_opportunity_deletes_in_input_order_with_their_cascade(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    run_target(config(sb, tmp_path), [opp_schema(), opp("E-1"), role_schema(), role("E-1", 3)])
+    messages = [
+        opp_schema(),
+        role_schema(),
+        role("E-1", 3, isPrimary=False),  # before the delete: updated, then deleted with E-1
+        deleted(opp("E-1")),
+        role("E-1", 4),  # after the delete: waits for E-1 to be re-created
+        opp("E-1", stage="again"),
+        role("E-1", 3),  # deleted with E-1 above: created anew
+        role("N-1", 5),  # before its opportunity, which is deleted right after being created
+        opp("N-1"),
+        deleted(opp("N-1")),
+    ]
+    dry = run_target(config(sb, tmp_path, dry_run=True), messages)
+    real = run_target(config(sb, tmp_path), messages)
+    predicted = [dry.status_of(n) for n in range(1, 9)]
+    assert predicted == [f"would_{real.status_of(n)}".replace("ed", "e") for n in range(1, 9)]
+    assert [real.status_of(n) for n in range(1, 9)] == [
+        "updated",
+        "deleted",
+        "created",
+        "created",
+        "created",
+        "created",
+        "created",
+        "deleted",
+    ]

@@ -120,15 +120,12 @@ class MarketoClient:
         self,
         settings: MarketoSettings,
         *,
-        session: requests.Session | None = None,
         limiter: CallLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self._local = threading.local()
-        self._session_factory = _new_session
-        self._auth_session = session or _new_session()
-        self._given_session = session
+        self._auth_session = _new_session()
         self._sleep = sleep
         self._limiter = limiter or shared_limiter(
             settings.base_url,
@@ -160,8 +157,7 @@ class MarketoClient:
         for session in self._sessions:
             session.close()
         self._sessions.clear()
-        if self._given_session is None:
-            self._auth_session.close()
+        self._auth_session.close()
 
     # ---- typed calls -------------------------------------------------------------------
 
@@ -362,7 +358,7 @@ class MarketoClient:
         """One session (connection pool) per thread: requests.Session is not thread-safe."""
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = self._session_factory()
+            session = _new_session()
             self._local.session = session
             self._sessions.append(session)
         return session

@@ -174,11 +174,13 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
         """The payload builder for an object, from a describe made once per run."""
         builder = self._builders.get(obj)
         if builder is None:
-            try:
-                description = self.client.describe(obj)
-            except CrmSyncEnabledError as exc:  # role APIs are off altogether with CRM sync
-                raise crm_error(exc) from exc
-            self._descriptions[obj] = description
+            description = self._descriptions.get(obj)  # a dry-run lookup may have made it already
+            if description is None:
+                try:
+                    description = self.client.describe(obj)
+                except CrmSyncEnabledError as exc:  # role APIs are off altogether with CRM sync
+                    raise crm_error(exc) from exc
+                self._descriptions[obj] = description
             builder = self._builders[obj] = PayloadBuilder(
                 obj,
                 description,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -91,30 +92,11 @@ def test_a_crash_then_a_rerun_leaves_marketo_as_a_clean_run(
     first = write_config(tmp_path / "first.json", target_config(crashed, tmp_path, **settings))
     first_results = Path(json.loads(first.read_text())["results_path"])
     first_out = tmp_path / "first.out"
-    with source.open("rb") as stdin, first_out.open("wb") as stdout:
-        process = subprocess.Popen(
-            [EXECUTABLE, "--config", str(first)], stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            writes = sum(
-                v
-                for k, v in crashed.stats()["calls_by_endpoint"].items()
-                if k.startswith("POST /rest/v1/opportunities")
-            )
-            if writes >= 12:
-                break
-            time.sleep(0.01)
-        process.kill()
-        process.wait(timeout=30)
-    assert process.returncode == -9, "the run finished before it could be killed"
+    returncode = interrupt_after_writes(first, source, first_out, crashed, writes=12, sig=signal.SIGKILL)
+    assert returncode == -9, "the run finished before it could be killed"
     created = len(crashed.store.opportunities()) - initial
     assert 0 < created < 200, created
-    # Every STATE it printed was covered by result lines already on disk.
-    written = {row["record"] for row in results_of(first_results)}
-    positions = _records_before_states(source)
-    for line in first_out.read_text().splitlines():
-        assert set(range(1, positions[json.dumps(json.loads(line))] + 1)) <= written
+    assert_states_covered_by_results(first_out, source, first_results)
 
     # 2. The same input again, with the same results file, then 3. a clean run on a second sandbox.
     crashed.configure(latency_seconds=0)
@@ -151,26 +133,32 @@ def test_sigterm_exits_cleanly_with_a_truthful_state(make_sandbox: SandboxFactor
     config = target_config(slow, tmp_path, batch_size_rows=10, max_concurrent_requests=2)
     path = write_config(tmp_path / "c.json", config)
     out = tmp_path / "out"
+    returncode = interrupt_after_writes(path, source, out, slow, writes=15, sig=signal.SIGTERM)
+    assert returncode == 0
+    assert_states_covered_by_results(out, source, Path(config["results_path"]))
+
+
+def interrupt_after_writes(
+    config: Path, source: Path, out: Path, sandbox: Sandbox, *, writes: int, sig: signal.Signals
+) -> int:
+    """Run the CLI on `source`, send `sig` once the sandbox has seen `writes` write calls."""
     with source.open("rb") as stdin, out.open("wb") as stdout:
         process = subprocess.Popen(
-            [EXECUTABLE, "--config", str(path)], stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL
+            [EXECUTABLE, "--config", str(config)], stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and process.poll() is None:
-            if (
-                sum(
-                    v
-                    for k, v in slow.stats()["calls_by_endpoint"].items()
-                    if k.startswith("POST /rest/v1/opp")
-                )
-                >= 15
-            ):
+            calls = sandbox.stats()["calls_by_endpoint"]
+            if sum(v for k, v in calls.items() if k.startswith("POST /rest/v1/opportunities")) >= writes:
                 break
             time.sleep(0.01)
-        process.terminate()
-        process.wait(timeout=60)
-    assert process.returncode == 0
-    written = {row["record"] for row in results_of(Path(config["results_path"]))}
+        process.send_signal(sig)
+        return process.wait(timeout=60)
+
+
+def assert_states_covered_by_results(out: Path, source: Path, results_path: Path) -> None:
+    """Every STATE the target printed came after all records before it had a result line on disk."""
+    written = {row["record"] for row in results_of(results_path)}
     positions = _records_before_states(source)
     for line in out.read_text().splitlines():
         assert set(range(1, positions[json.dumps(json.loads(line))] + 1)) <= written

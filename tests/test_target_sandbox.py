@@ -864,6 +864,17 @@ def test_dry_run_with_roles_only(sb: Sandbox, tmp_path: Path) -> None:
     assert [run.status_of(n) for n in (1, 2)] == ["would_create", "would_skip"]
 
 
+def test_dry_run_describes_each_object_once_when_roles_come_first(sb: Sandbox, tmp_path: Path) -> None:
+    sb.reset_stats()
+    # Batches of one: the role is looked up (describing the opportunity) before the opportunity arrives.
+    messages = [role_schema(), role("D-2", 3), role("D-2", 4), opp_schema(), opp("D-2")]
+    run = run_target(config(sb, tmp_path, dry_run=True, batch_size_rows=1), messages)
+    assert [run.status_of(n) for n in (1, 2, 3)] == ["would_create"] * 3
+    calls = sb.stats()["calls_by_endpoint"]
+    assert calls["GET /rest/v1/opportunities/describe.json"] == 1
+    assert calls["GET /rest/v1/opportunities/roles/describe.json"] == 1
+
+
 def test_an_integral_decimal_passes_an_integer_field(sb: Sandbox, tmp_path: Path) -> None:
     text = "\n".join(
         [

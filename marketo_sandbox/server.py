@@ -264,6 +264,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _write(self, status: int, body: bytes, content_type: str, *, count: bool = True) -> None:
         self._release_slot()
+        if count:  # before the answer leaves, so a client that has read it finds it counted
+            self.state.count_status(status)
         cfg = self.state.config
         encoding = None
         accept = (self.headers.get("Accept-Encoding") or "").lower()
@@ -286,8 +288,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()  # into the buffered wfile: headers and body leave in one send()
         self.wfile.write(body)
         self.wfile.flush()
-        if count:
-            self.state.count_status(status)
 
     def _send_json(self, status: int, payload: Any, *, count: bool = True) -> None:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,8 @@ def test_killed_run_resumes_without_missing_records(sandbox: Sandbox, tmp_path: 
     )
     lines: list[str] = []
     assert proc.stdout is not None
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
     try:
         for line in proc.stdout:
             lines.append(line)
@@ -156,13 +159,16 @@ def test_killed_run_resumes_without_missing_records(sandbox: Sandbox, tmp_path: 
             if message["type"] == "STATE" and point and point["batches_done"] >= 3:
                 proc.send_signal(sig)
                 break
-        rest, _ = proc.communicate(timeout=60)
+        # The rest from the same buffered reader: communicate() would read the pipe itself and
+        # miss what the reader already holds, cutting a line in two.
+        lines.append(proc.stdout.read())
+        proc.wait()
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
         stderr.close()
-    lines += rest.splitlines()
-    first = messages("".join(line if line.endswith("\n") else line + "\n" for line in lines))
+    first = messages("".join(lines))
     states = [m["value"] for m in first if m["type"] == "STATE"]
     last_state = states[-1]
     done = last_state["bookmarks"]["key_batches"]["checkpoint"]["batches_done"]

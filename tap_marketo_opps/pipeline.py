@@ -6,6 +6,14 @@ Per key batch there are two steps:
 2. the *follow-up* queries: the other object by `externalOpportunityId`, in chunks of 300,
    for the opportunities this run has not fetched yet.
 
+Follow-up ids are pooled across consecutive batches until 300 are pending, so a batch that
+reaches only a few new opportunities does not cost a query of its own (a lead range where
+most leads have one or two roles would otherwise pay a follow-up query per key batch). The
+pool spans at most `FOLLOW_UP_POOL_BATCHES` batches and is emptied at the last batch. A batch
+whose ids still wait in the pool is not complete yet: `BatchResult.complete_through` names the
+last batch all of whose records have been handed out, and that, not the batch number, is what
+the driver may checkpoint.
+
 Primary queries of up to `window` batches run ahead on a thread pool (through the one shared
 `MarketoClient`, whose limiter caps calls in flight). Between the two steps sits the
 de-duplication against the run's `SeenSet` of opportunities; it runs on the coordinating thread
@@ -30,13 +38,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from marketo_api import MarketoClient, MarketoObject, chunked
+from marketo_api import MAX_BATCH, MarketoClient, MarketoObject
 
 from .keys import EXTERNAL_OPPORTUNITY_ID, KeyValue
 from .seen import RunSeen
 
 Record = dict[str, Any]
 GUID = "marketoGUID"
+
+#: How many consecutive key batches may pool their follow-up ids before the pool is queried
+#: even if it holds fewer than 300. Bounds how far the checkpoint trails the emitted batches,
+#: and so how many batches a resumed run queries again.
+FOLLOW_UP_POOL_BATCHES = 20
 
 _worker = threading.local()
 
@@ -167,6 +180,8 @@ class BatchResult:
 
     number: int  # 1-based within the source
     key_count: int
+    # Every batch up to this one is fully handed out once this result is (see module docstring).
+    complete_through: int = 0
     opportunities: list[Record] = field(default_factory=list)
     roles: list[Record] = field(default_factory=list)
     queries: QueryCount = field(default_factory=QueryCount)
@@ -185,6 +200,7 @@ class _Fetched:
 class _Work:
     number: int
     keys: list[KeyValue]
+    last: bool  # the source's last batch: the follow-up pool is emptied here
     primary: Future[_Fetched]
     follow_ups: list[Future[_Fetched]] | None = None  # None until de-duplicated
     result: BatchResult | None = None
@@ -214,12 +230,15 @@ class BatchPipeline:
         self._workers = workers
         self._window = max(window, 1)
         self._cancelled = threading.Event()
+        # Follow-up ids not queried yet, with the number of the batch that found them.
+        self._pool: collections.deque[tuple[str, int]] = collections.deque()
 
     def run(self, batches: Iterable[tuple[int, list[KeyValue]]]) -> Iterator[BatchResult]:
         pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="marketo-batch")
         self._cancelled = threading.Event()
+        self._pool.clear()
         inflight: collections.deque[_Work] = collections.deque()
-        source = iter(batches)
+        source = _mark_last(batches)
         exhausted = False
 
         def fill() -> None:
@@ -228,13 +247,13 @@ class BatchPipeline:
                 if any(w.failed() for w in inflight):
                     return  # an earlier batch failed: sending more calls would be wasted
                 try:
-                    number, keys = next(source)
+                    number, keys, last = next(source)
                 except StopIteration:
                     exhausted = True
                     return
                 plan = self._plan
                 future = pool.submit(self._fetch, plan.primary, plan.primary_field, keys, plan.primary_fields)
-                inflight.append(_Work(number, keys, future))
+                inflight.append(_Work(number, keys, last, future))
 
         try:
             fill()
@@ -297,12 +316,24 @@ class BatchPipeline:
             work.result = result
             work.follow_ups = []
             if plan.follow_up is not None:
-                for chunk in chunked(follow_ids):
+                self._pool.extend((key, work.number) for key in follow_ids)
+                for chunk in self._take_from_pool(work):
                     work.follow_ups.append(
                         pool.submit(
                             self._fetch, plan.follow_up, EXTERNAL_OPPORTUNITY_ID, chunk, plan.follow_up_fields
                         )
                     )
+            result.complete_through = self._pool[0][1] - 1 if self._pool else work.number
+
+    def _take_from_pool(self, work: _Work) -> list[list[str]]:
+        """Full chunks of 300; the rest too at the last batch or once it spans the pool's limit."""
+        chunks: list[list[str]] = []
+        while len(self._pool) >= MAX_BATCH:
+            chunks.append([self._pool.popleft()[0] for _ in range(MAX_BATCH)])
+        if self._pool and (work.last or work.number - self._pool[0][1] + 1 >= FOLLOW_UP_POOL_BATCHES):
+            chunks.append([key for key, _ in self._pool])
+            self._pool.clear()
+        return chunks
 
     def _new_opportunities(self, records: list[Record]) -> list[Record]:
         """The records of opportunities not fetched before in this run (one per id)."""
@@ -360,3 +391,13 @@ class BatchPipeline:
         finally:
             _worker.cancelled = None
         return _Fetched(records, pages)
+
+
+def _mark_last(batches: Iterable[tuple[int, list[KeyValue]]]) -> Iterator[tuple[int, list[KeyValue], bool]]:
+    """The batches with a flag on the last one (reads one batch of keys ahead)."""
+    iterator = iter(batches)
+    current = next(iterator, None)
+    while current is not None:
+        following = next(iterator, None)
+        yield (*current, following is None)
+        current = following

@@ -26,8 +26,10 @@ ids) but asks only for `externalOpportunityId`.
 State
 -----
 When the generator resumes after a parent record, every selected child has emitted that
-batch, so the driver records the batch as the *checkpoint* in `bookmarks.key_batches` and
-writes a STATE message. STATE therefore never runs ahead of emitted records. A stopped run
+batch's records. The driver then records `BatchResult.complete_through` (the last batch none
+of whose follow-up ids still wait in the pipeline's pool) as the *checkpoint* in
+`bookmarks.key_batches` and writes a STATE message. STATE therefore never runs ahead of
+emitted records. A stopped run
 (kill, quota 607, daily_call_budget) resumes after the checkpoint without calling Marketo for
 the batches before it; a finished run clears the checkpoint, so the next run starts over.
 The checkpoint carries a fingerprint of everything that decides what a batch emits (the
@@ -227,12 +229,14 @@ class KeyBatchesStream(Stream):
                     for result in pipeline.run(batches):
                         run.current = result
                         yield {"source": source.name, "batch": result.number, "keys": result.key_count}
-                        # Every selected child has now emitted this batch.
+                        # Every selected child has now emitted this batch's records.
                         run.current = None
                         run.queries.add(result.queries)
                         run.keys += result.key_count
-                        if not dry_run:
-                            self._save_checkpoint(fingerprint, started_at, index, source.name, result.number)
+                        if not dry_run and result.complete_through > progress.checkpoint:
+                            done = result.complete_through
+                            self._save_checkpoint(fingerprint, started_at, index, source.name, done)
+                            progress.checkpoint = done
                         progress.batch_done(result)
                 except (MarketoQuotaExceededError, CallBudgetExhaustedError) as exc:
                     raise self._stopped(exc, source.name, progress) from exc
@@ -302,14 +306,14 @@ class KeyBatchesStream(Stream):
             reason = "Marketo's daily API quota is used up (error 607; it resets at 12:00 AM US Central time)"
         else:
             reason = f"the daily_call_budget of {self.config.get('daily_call_budget')} calls is used up"
-        done = progress.last_batch
+        done = progress.checkpoint
         message = (
             f"Stopped early: {reason}. Key source {source}: {done:,} of {progress.total_batches:,} batches "
             f"are done and in the last STATE message; run the tap again with that state to resume after "
             f"batch {done:,}."
         )
         self.logger.error(message)
-        self._owner.state_writer.write_state(self._owner.state)
+        self._owner.write_closing_state()
         self._owner.log_call_summary()
         return SyncStoppedError(message)
 
@@ -395,7 +399,7 @@ class _FieldsStream(Stream):
         except (MarketoQuotaExceededError, CallBudgetExhaustedError) as exc:
             message = f"Stopped early while reading {self.name}: {exc}. Run the tap again to finish."
             self.logger.error(message)
-            self._owner.state_writer.write_state(self._owner.state)
+            self._owner.write_closing_state()
             self._owner.log_call_summary()
             raise SyncStoppedError(message) from exc
 
@@ -489,6 +493,7 @@ class _Progress:
         self._source = source
         self.total_batches = total_batches
         self.last_batch = skipped
+        self.checkpoint = skipped  # the last batch in a STATE message: a resume starts after it
         self._skipped = skipped
         self._every = max(every, 1)
         self._started = time.monotonic()

@@ -477,8 +477,7 @@ def test_resume_after_607_loses_nothing(own_sandbox: list[Sandbox]) -> None:
     assert "607" in str(first.error)
     done = checkpoint(first)["batches_done"]
     assert 1 <= done < 5
-    assert first.states[-1] == first.last_state  # the STATE holding the checkpoint is the last message
-    assert first.messages[-1]["type"] == "STATE"
+    assert first.messages[-1]["type"] == "STATE"  # a stopped run ends with the STATE to resume from
     # STATE never ran ahead of records: every batch up to the checkpoint is fully emitted.
     assert first.guids(ROLES) >= expected_for_leads(sb, range(1, done * 300 + 1))[ROLES]
 
@@ -511,7 +510,8 @@ def test_resumed_run_keeps_the_first_runs_start_as_signpost(own_sandbox: list[Sa
     sb = start(own_sandbox, bigger())
     config = tap_config(sb, lead_id_range={"start": 1, "end": 1500}, max_concurrent_requests=1)
     chosen = records_only(discover(config))
-    sb.configure(daily_quota=sb.stats()["quota_used"] + 4)
+    # Past the first follow-up query, which pools batches 1-3.
+    sb.configure(daily_quota=sb.stats()["quota_used"] + 6)
     first = run_tap(config, catalog=chosen)
     assert isinstance(first.error, SyncStoppedError)
     done = checkpoint(first)["batches_done"]
@@ -546,7 +546,8 @@ def test_changed_key_source_starts_over(own_sandbox: list[Sandbox]) -> None:
     sb = start(own_sandbox, bigger())
     config = tap_config(sb, lead_id_range={"start": 1, "end": 1500}, max_concurrent_requests=1)
     chosen = records_only(discover(config))
-    sb.configure(daily_quota=sb.stats()["quota_used"] + 3)
+    # Past the first follow-up query, which pools batches 1-3.
+    sb.configure(daily_quota=sb.stats()["quota_used"] + 6)
     first = run_tap(config, catalog=chosen)
     assert isinstance(first.error, SyncStoppedError)
     assert checkpoint(first)["batches_done"] >= 1
@@ -595,6 +596,42 @@ def test_calls_are_the_minimum(own_sandbox: list[Sandbox]) -> None:
     assert figures["follow_up_queries"] <= math.ceil(len(opp_ids) / 300) + figures["key_batch_queries"]
     endpoints = sb.stats()["calls_by_endpoint"]
     assert not any("describe" in name for name in endpoints)
+
+
+def _checkpoints(run: TapRun) -> list[int]:
+    points = [s["bookmarks"].get("key_batches", {}).get("checkpoint") for s in run.states]
+    return [p["batches_done"] for p in points if p and p["source_index"] == 0]
+
+
+def test_follow_up_ids_of_sparse_batches_share_one_query(own_sandbox: list[Sandbox]) -> None:
+    """Ten key batches that each reach a few dozen new opportunities cost one follow-up query."""
+    sb = start(own_sandbox, small(leads=3000, opportunities=150, roles_per_opportunity=2, heavy_leads=0))
+    config = tap_config(sb, lead_id_range={"start": 1, "end": 3000})
+    run = run_tap(config, catalog=records_only(discover(config)))
+    assert emitted(run) == expected_for_leads(sb, range(1, 3001))
+    opp_ids = {r["externalOpportunityId"] for r in sb.store.roles() if r["leadId"] <= 3000}
+    assert 0 < len(opp_ids) < 300
+    figures = run.tap.call_figures
+    assert figures["key_batch_queries"] == 10
+    assert figures["follow_up_queries"] == 1
+    # The pooled ids were found in batch 1, so no checkpoint could be written before the pool
+    # was queried, at the last batch.
+    assert _checkpoints(run) == [10]
+
+
+def test_the_follow_up_pool_spans_at_most_twenty_batches(own_sandbox: list[Sandbox]) -> None:
+    from tap_marketo_opps.pipeline import FOLLOW_UP_POOL_BATCHES
+
+    sb = start(own_sandbox, small(leads=9000, opportunities=150, roles_per_opportunity=2, heavy_leads=0))
+    config = tap_config(sb, lead_id_range={"start": 1, "end": 9000})
+    run = run_tap(config, catalog=records_only(discover(config)))
+    assert emitted(run) == expected_for_leads(sb, range(1, 9001))
+    assert run.tap.call_figures["key_batch_queries"] == 30
+    assert run.tap.call_figures["follow_up_queries"] == math.ceil(30 / FOLLOW_UP_POOL_BATCHES)
+    points = _checkpoints(run)
+    assert points[0] == FOLLOW_UP_POOL_BATCHES  # the pool was queried before the source ended
+    assert points == sorted(points)
+    assert points[-1] == 30
 
 
 def test_describe_once_per_object_when_field_streams_run(own_sandbox: list[Sandbox]) -> None:

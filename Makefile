@@ -1,10 +1,11 @@
-# `make demo` runs the main job against a local Marketo sandbox; `make test` runs lint, types and tests.
+# `make demo` runs the main job against a local Marketo sandbox; `make test` runs lint, types and tests;
+# `make bench` measures the tap and the target at scale (minutes; not part of `make test`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types pytest demo sandbox clean
+.PHONY: test lint types pytest demo bench sandbox clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ pytest: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m demo.run
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 sandbox: $(STAMP)
 	$(BIN)/marketo-sandbox --port 8765 --client-id demo-client --client-secret demo-secret

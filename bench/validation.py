@@ -1,6 +1,6 @@
 """Per-record cost of record validation: singer-sdk's default vs target-marketo-opps.
 
-Run: .venv/bin/python tests/data/target/measure_validation.py [records]
+Run: .venv/bin/python -m bench.validation [records]   (also part of `make bench`)
 
 Records are opportunities as tap-marketo-opps emits them (the sandbox's seed data, read with
 `marketo_api.datatypes.from_api`), validated against the schema the tap declares

@@ -223,12 +223,14 @@ class BatchPipeline:
         *,
         workers: int,
         window: int,
+        pool_batches: int = FOLLOW_UP_POOL_BATCHES,
     ) -> None:
         self._client = client
         self._plan = plan
         self._seen = seen
         self._workers = workers
         self._window = max(window, 1)
+        self._pool_batches = max(pool_batches, 1)
         self._cancelled = threading.Event()
         # Follow-up ids not queried yet, with the number of the batch that found them.
         self._pool: collections.deque[tuple[str, int]] = collections.deque()
@@ -330,7 +332,7 @@ class BatchPipeline:
         chunks: list[list[str]] = []
         while len(self._pool) >= MAX_BATCH:
             chunks.append([self._pool.popleft()[0] for _ in range(MAX_BATCH)])
-        if self._pool and (work.last or work.number - self._pool[0][1] + 1 >= FOLLOW_UP_POOL_BATCHES):
+        if self._pool and (work.last or work.number - self._pool[0][1] + 1 >= self._pool_batches):
             chunks.append([key for key, _ in self._pool])
             self._pool.clear()
         return chunks

@@ -70,7 +70,7 @@ from marketo_api import (
 )
 
 from .keys import KeySource, key_sources
-from .pipeline import BatchPipeline, BatchResult, QueryCount, make_plan
+from .pipeline import FOLLOW_UP_POOL_BATCHES, BatchPipeline, BatchResult, QueryCount, make_plan
 from .schemas import (
     KEY_BATCHES_SCHEMA,
     OPPORTUNITY_FIELDS_SCHEMA,
@@ -219,6 +219,9 @@ class KeyBatchesStream(Stream):
                     seen,
                     workers=tap.marketo.settings.max_concurrent_requests,
                     window=2 * tap.marketo.settings.max_concurrent_requests,
+                    # A connection test stops after its first batch: that batch must bring its own
+                    # linked records.
+                    pool_batches=1 if dry_run else FOLLOW_UP_POOL_BATCHES,
                 )
                 batches = (
                     (number, keys)

@@ -795,13 +795,18 @@ def test_internal_stream_is_never_emitted_even_if_a_catalog_selects_it(
     assert "key_batches" not in run.streams("SCHEMA") + run.streams("RECORD")
 
 
-def test_connection_test_emits_at_most_one_record_per_stream(sb: Sandbox) -> None:
+@pytest.mark.parametrize(
+    "keys",
+    [{"lead_ids": [1, 2, 3, 4, 5]}, {"lead_id_range": {"start": 1, "end": 1500}}],
+    ids=["one-batch", "several-batches"],
+)
+def test_connection_test_emits_at_most_one_record_per_stream(sb: Sandbox, keys: dict[str, Any]) -> None:
     import contextlib
     import io
 
     from tap_marketo_opps.tap import TapMarketoOpps
 
-    tap = TapMarketoOpps(config=tap_config(sb, lead_ids=[1, 2, 3, 4, 5]), parse_env_config=False)
+    tap = TapMarketoOpps(config=tap_config(sb, **keys), parse_env_config=False)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert tap.run_connection_test()

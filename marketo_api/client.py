@@ -324,15 +324,15 @@ class MarketoClient:
         """Follow nextPageToken, re-sending the original filter, one page in memory at a time.
 
         Stops on a missing token or an empty page; `moreResult` is not relied on because
-        Marketo omits it on some endpoints.
+        Marketo omits it on some endpoints. Yields one list per call made, the last possibly
+        empty (a token on the last full page costs one more call), so callers count calls exactly.
         """
         token: str | None = None
         seen: set[str] = set()
         while True:
             body = self._call(build(token))
             records = body.get("result") or []
-            if records:
-                yield records
+            yield records
             token = body.get("nextPageToken") or None
             if not records or token is None:
                 return

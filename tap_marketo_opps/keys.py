@@ -168,8 +168,20 @@ def read_key_file(
     removed, `""` is a quote), so values may contain tabs, semicolons or pipes. A first line
     that holds a delimiter but neither names a key column nor is a valid key is taken for a
     CSV header without a key column and refused. Blank lines and blank cells are skipped; the
-    file is read lazily, one line at a time.
+    file is read lazily, one line at a time. A file that is not UTF-8, or a CSV row whose
+    quoting is broken or whose value spans lines, is refused: skipping what cannot be read
+    would silently drop keys.
     """
+    try:
+        yield from _read_key_file(path, column_names, parse)
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        raise _invalid(str(path), f"is not UTF-8 text (byte 0x{byte}); save it as UTF-8") from None
+
+
+def _read_key_file(
+    path: Path, column_names: Sequence[str], parse: Callable[[str], KeyValue]
+) -> Iterator[KeyValue]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         first = handle.readline()
         if not first:
@@ -180,7 +192,7 @@ def read_key_file(
                 header = next(csv.reader([first], delimiter=delimiter), [])
                 column = _key_column(header, column_names)
                 if column is not None and len(header) > 1:
-                    yield from _csv_column(lines, delimiter, column, parse)
+                    yield from _csv_column(lines, path, delimiter, column, parse)
                     return
         single = _single_value(first, path, 1)
         if single is None:  # several comma-separated cells, none of them a key column
@@ -215,15 +227,29 @@ def _parses(text: str, parse: Callable[[str], KeyValue]) -> bool:
 
 
 def _csv_column(
-    lines: Iterable[str], delimiter: str, column: int, parse: Callable[[str], KeyValue]
+    lines: Iterable[str], path: Path, delimiter: str, column: int, parse: Callable[[str], KeyValue]
 ) -> Iterator[KeyValue]:
-    reader = csv.reader(lines, delimiter=delimiter)
-    next(reader)  # the header
-    for row in reader:
-        if column < len(row):
-            text = row[column].strip()
-            if text:
-                yield parse(text)
+    # strict: an unclosed quote is an error, not a field that swallows the rest of the file.
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    start = 1
+    try:
+        next(reader)  # the header
+        start = reader.line_num + 1
+        for row in reader:
+            if any("\n" in cell or "\r" in cell for cell in row):
+                raise _invalid(
+                    str(path),
+                    f"the row starting at line {start} runs over lines {start}-{reader.line_num} "
+                    "(a quoted value with line breaks, or a quote left open); key files need one "
+                    "row a line",
+                )
+            start = reader.line_num + 1
+            if column < len(row):
+                text = row[column].strip()
+                if text:
+                    yield parse(text)
+    except csv.Error as exc:
+        raise _invalid(str(path), f"line {start}: {exc} (a quote left open?)") from None
 
 
 def _one_column(lines: Iterable[str], path: Path, parse: Callable[[str], KeyValue]) -> Iterator[KeyValue]:

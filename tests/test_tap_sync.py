@@ -582,8 +582,9 @@ def test_injected_faults_give_exactly_the_clean_record_set(own_sandbox: list[San
     assert sum(sb.stats()["faults_injected"].values()) > 0
 
 
-def test_calls_are_the_minimum(own_sandbox: list[Sandbox]) -> None:
-    sb = start(own_sandbox, bigger())
+@pytest.mark.parametrize("trailing_empty_page", [False, True], ids=["plain", "token-on-last-page"])
+def test_calls_are_the_minimum(own_sandbox: list[Sandbox], trailing_empty_page: bool) -> None:
+    sb = start(own_sandbox, bigger(trailing_empty_page=trailing_empty_page))
     config = tap_config(sb, lead_id_range={"start": 1, "end": 1500})
     chosen = records_only(discover(config))
     sb.reset_stats()

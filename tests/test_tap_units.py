@@ -136,8 +136,15 @@ def test_first_line_is_a_header_only_if_it_names_a_key_column(tmp_path: Path) ->
         ("lead_ids_file", "name;amount\nA;1\n", "no key column"),
         ("external_opportunity_ids_file", "externalOpportunityId\nOPP-1\nA,B\n", "comma-separated"),
         ("external_opportunity_ids_file", 'externalOpportunityId\n"A,B"\n', "comma"),
+        # A quote left open would otherwise swallow every later row, and their keys with it.
+        ("lead_ids_file", "leadId,note\n1,a\n2,\"5' 10 inch\n3,b\n4,c\n", "line 3: unexpected end of data"),
+        (
+            "lead_ids_file",
+            'leadId,note\n1,a\n2,"5 inch\n3,b\n4,c"\n5,d\n',
+            "starting at line 3 runs over lines 3-5",
+        ),
     ],
-    ids=["tsv-lead", "semicolon-lead", "unquoted-comma", "quoted-comma"],
+    ids=["tsv-lead", "semicolon-lead", "unquoted-comma", "quoted-comma", "open-quote", "multi-line-row"],
 )
 def test_key_files_that_cannot_be_read_are_refused(
     tmp_path: Path, setting: str, content: str, match: str
@@ -146,6 +153,13 @@ def test_key_files_that_cannot_be_read_are_refused(
     path.write_text(content)
     with pytest.raises(ConfigValidationError, match=match):
         values({setting: str(path)})
+
+
+def test_a_key_file_that_is_not_utf8_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_bytes("leadId,name\n2,José\n".encode("cp1252"))
+    with pytest.raises(ConfigValidationError, match=r"leads.csv: is not UTF-8 text \(byte 0xe9\)"):
+        values({"lead_ids_file": str(path)})
 
 
 def test_csv_without_a_key_column_is_refused(tmp_path: Path) -> None:

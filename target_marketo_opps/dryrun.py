@@ -5,7 +5,9 @@ found, so a record created earlier in the same input counts as existing for late
 follow the real run's ordering: a role whose opportunity is not in Marketo waits until that
 opportunity is written (or the end of input), and an opportunity delete removes the roles of
 that opportunity. Lead ids cannot be checked (the REST API has no lead lookup in this
-project's client).
+project's client). On a CRM-synced instance the dry run stops with the real run's message:
+Marketo offers role APIs only without CRM sync, so a roles describe (made once, even for
+opportunity-only input) answering 1018 is the read-only sign of it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class DryRunCoordinator(Coordinator):
         # Opportunities deleted by this (simulated) run: Marketo deleted their roles with them,
         # so a role of theirs not known yet is not looked up but known not to exist.
         self._cascaded: set[str] = set()
+        self._crm_checked = False
 
     def _add(self, item: Item) -> None:
         self._pending.append(item)
@@ -86,11 +89,15 @@ class DryRunCoordinator(Coordinator):
         their opportunity is written gives the same outcomes.
         """
         items, self._pending = self._pending, []
+        if items:
+            self._check_crm()
         self._look_up(items)
         for item in items:
             if item.obj is ROLE and self._behind_waiting(item):
                 self._waiting.append(item)
                 continue
+            if item.obj is OPP and item.op == DELETE:
+                self._settle_waiting(self._opportunity_of(item))
             outcome = self._simulate(item, final=False)
             if outcome is None:
                 self._waiting.append(item)
@@ -104,6 +111,15 @@ class DryRunCoordinator(Coordinator):
                 outcome = self._simulate(item, final=True)
                 assert outcome is not None
                 self._resolve(item, outcome)
+
+    def _check_crm(self) -> None:
+        if self._crm_checked:
+            return
+        self._crm_checked = True
+        try:
+            self._description(ROLE)
+        except CrmSyncEnabledError as exc:
+            raise crm_error(exc) from exc
 
     def _behind_waiting(self, item: Item) -> bool:
         keys = set(item.conflict_keys)
@@ -128,6 +144,23 @@ class DryRunCoordinator(Coordinator):
             self._resolve(item, outcome)
         self._waiting = still
 
+    def _settle_waiting(self, opportunity_id: str | None) -> None:
+        """Its opportunity is deleted: roles waiting for it end now, as in a real run (the
+        delete would have removed them; a later re-create does not bring them back)."""
+        if not opportunity_id or not self._waiting:
+            return
+        still: list[Item] = []
+        kept: set[ConflictKey] = set()
+        for item in self._waiting:
+            if item.opportunity_id != opportunity_id or any(k in kept for k in item.conflict_keys):
+                still.append(item)
+                kept.update(item.conflict_keys)
+                continue
+            outcome = self._simulate(item, final=True)
+            assert outcome is not None
+            self._resolve(item, outcome)
+        self._waiting = still
+
     def _simulate(self, item: Item, *, final: bool) -> Outcome | None:
         """The outcome a real run would report, or None to decide later (role waiting)."""
         key = item.conflict_keys[0]
@@ -135,9 +168,9 @@ class DryRunCoordinator(Coordinator):
         if item.op == DELETE:
             if not exists:
                 return Outcome("would_skip", reasons=(Reason("1013", "Object not found"),))
-            self._set(item, False, None)
             if item.obj is OPP:
-                self._cascade(item)
+                self._cascade(item)  # first: it may need the marketoGUID's alias, which _set drops
+            self._set(item, False, None)
             return Outcome("would_delete", guid)
         if exists:
             if item.action == "createOnly":
@@ -158,16 +191,21 @@ class DryRunCoordinator(Coordinator):
         self._set(item, True, None)
         return Outcome("would_create")
 
+    def _opportunity_of(self, item: Item) -> str | None:
+        """An opportunity record's externalOpportunityId; by marketoGUID alone, if looked up."""
+        if item.opportunity_id is not None:
+            return item.opportunity_id
+        alias = self._aliases.get(item.conflict_keys[0])
+        if alias is None or not isinstance(alias[2], tuple) or not alias[2]:
+            return None
+        opportunity = alias[2][0]
+        return opportunity if isinstance(opportunity, str) else None
+
     def _cascade(self, item: Item) -> None:
         """An opportunity delete removes the opportunity's roles in Marketo."""
-        opportunity = item.opportunity_id
-        if opportunity is None:  # by marketoGUID alone: which opportunity, if it was looked up
-            alias = self._aliases.get(item.conflict_keys[0])
-            if alias is None or not isinstance(alias[2], tuple) or not alias[2]:
-                return
-            opportunity = alias[2][0]
-            if not isinstance(opportunity, str):
-                return
+        opportunity = self._opportunity_of(item)
+        if opportunity is None:
+            return
         self._cascaded.add(opportunity)
         for key in list(self._known):
             if key[0] == ROLE.value and key[1] == "dedupe" and key[2][0] == opportunity:
@@ -175,6 +213,7 @@ class DryRunCoordinator(Coordinator):
                 alias = self._aliases.get(key)
                 if alias is not None:
                     self._known[alias] = _NOT_FOUND
+                    self._forget_alias(key, alias)
 
     def _set(self, item: Item, exists: bool, guid: str | None) -> None:
         for key in item.conflict_keys:
@@ -182,6 +221,13 @@ class DryRunCoordinator(Coordinator):
             alias = self._aliases.get(key)
             if alias is not None:
                 self._known[alias] = (exists, guid)
+                if not exists:
+                    self._forget_alias(key, alias)
+
+    def _forget_alias(self, key: ConflictKey, alias: ConflictKey) -> None:
+        """A deleted record's marketoGUID is gone for good: re-creating it gives a new one."""
+        self._aliases.pop(key, None)
+        self._aliases.pop(alias, None)
 
     # ---- lookups ----------------------------------------------------------------------------
 

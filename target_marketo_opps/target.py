@@ -167,6 +167,7 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
                     max_body_bytes=settings.max_body_bytes,
                     max_concurrent=settings.max_concurrent_requests,
                     logger=self.logger,
+                    track_presence=settings.action == "createOnly",
                 )
         return self._coordinator
 

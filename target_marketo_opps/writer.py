@@ -68,6 +68,9 @@ CRM_MESSAGE = (
 # after the moment that attempt left, give or take Marketo's whole-second createdAt and a little
 # clock difference.
 UNCERTAIN_CREATE_TOLERANCE_SECONDS = 2.0
+# How long a createOnly run remembers that it saw a record in Marketo. Only records seen within
+# the tolerance above matter to the lost-answer check; the margin keeps memory flat.
+PRESENCE_MEMORY_SECONDS = 60.0
 
 
 def crm_error(cause: BaseException | None = None) -> CrmSyncEnabledError:
@@ -96,6 +99,9 @@ class Batch:
         self.keys: set[ConflictKey] = set()
         self.key_kinds: collections.Counter[frozenset[str]] = collections.Counter()
         self.bytes = self.overhead
+        # Keys of records this run already saw in Marketo when the batch was sent: for them an
+        # "already exists" after a lost answer is real, not the lost first attempt's doing.
+        self.known_present: frozenset[ConflictKey] = frozenset()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -310,6 +316,7 @@ class BatchSender:
             if r.after_uncertain_attempt
             and r.status == "skipped"
             and any(x.code == "1017" for x in r.reasons)
+            and batch.known_present.isdisjoint(batch.items[i].conflict_keys)
         ]
         if not doubtful:
             return
@@ -352,6 +359,7 @@ class WriteCoordinator(Coordinator):
         max_body_bytes: int,
         max_concurrent: int,
         logger: logging.Logger,
+        track_presence: bool = False,
     ) -> None:
         super().__init__(results, on_progress)
         self.sender = sender
@@ -368,6 +376,13 @@ class WriteCoordinator(Coordinator):
         self._held_keys: collections.Counter[ConflictKey] = collections.Counter()
         self._opp_epoch = 0  # opportunity batches applied so far
         self._opp_written: dict[str, int] = {}  # externalOpportunityId -> epoch it was written in
+        self._opp_by_guid: dict[str, str] = {}  # marketoGUID -> externalOpportunityId, as written
+        # createOnly runs only: keys of records this run saw in Marketo lately, and when; and
+        # when an opportunity was deleted (its roles went with it).
+        self._present: collections.OrderedDict[ConflictKey, float] | None = (
+            collections.OrderedDict() if track_presence else None
+        )
+        self._opp_deleted_at: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._pumping = False
         self._held_changed = False  # something a held role waits for may have happened
         self._aborting = False
@@ -490,8 +505,11 @@ class WriteCoordinator(Coordinator):
             # Deleting an opportunity deletes its roles: roles given before it go first. A delete
             # by marketoGUID alone does not say which opportunity it is: every role goes first.
             ids = {i.opportunity_id for i in batch.items if i.opportunity_id}
-            by_guid_alone = any(not i.opportunity_id for i in batch.items)
-            self._settle_roles_for(None if by_guid_alone else ids, before=max(i.seq for i in batch.items))
+            guids = [_guid_of(i) for i in batch.items if not i.opportunity_id]
+            before = max(i.seq for i in batch.items)
+            self._settle_roles_for(None if guids else ids, before=before)
+            known = {self._opp_by_guid[g] for g in guids if g in self._opp_by_guid}
+            self._settle_held_before_delete(ids | known, before=before)
         waits = [f for f, other in self._inflight.items() if batch.may_share_records(other)]
         if waits:
             self._wait(waits)
@@ -509,6 +527,10 @@ class WriteCoordinator(Coordinator):
         for item in batch.items:
             item.attempts += 1
             item.sent_epoch = self._opp_epoch
+        if batch.op == SYNC and batch.action == "createOnly":
+            batch.known_present = frozenset(
+                k for item in batch.items for k in item.conflict_keys if self._is_present(k)
+            )
         self._sent_batches += 1
         future = self._pool().submit(self.sender.send, batch)
         self._inflight[future] = batch
@@ -574,6 +596,22 @@ class WriteCoordinator(Coordinator):
             if not keys and not parked and not flying and not released:
                 return
 
+    def _settle_held_before_delete(self, opportunity_ids: set[str], *, before: int) -> None:
+        """Held roles of these opportunities given before their delete end now, as skipped.
+
+        A clean run would have written them before the delete, which removed them with their
+        opportunity; sent after a later re-create they would outlive their own delete (and a
+        rerun after a crash would leave Marketo unlike a clean run). Records waiting behind them
+        for the same role go before the delete.
+        """
+        while opportunity_ids and self._held:
+            released = self._release_scan(final=True, only=opportunity_ids, before=before)
+            if not released:
+                return
+            for item in released:
+                self._enqueue(item)
+            self._settle_roles_for(opportunity_ids, before=before)
+
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._executor_lock:
             if self._executor is None:
@@ -608,13 +646,18 @@ class WriteCoordinator(Coordinator):
             self._held_changed = True
             self._opp_epoch += 1
             for item, outcome in zip(batch.items, outcomes, strict=True):
-                if not item.opportunity_id:
+                guid = _guid_of(item) or outcome.marketo_guid
+                opportunity_id = item.opportunity_id or self._opp_by_guid.get(guid or "")
+                if not opportunity_id:
                     continue
                 if batch.op == SYNC and outcome.status in ("created", "updated"):
-                    self._opp_written[item.opportunity_id] = self._opp_epoch
+                    self._opp_written[opportunity_id] = self._opp_epoch
+                    if outcome.marketo_guid:
+                        self._opp_by_guid[outcome.marketo_guid] = opportunity_id
                 elif batch.op == DELETE and outcome.status == "deleted":
                     # Gone again: a role answered 1004 now waits for it to be re-created.
-                    self._opp_written.pop(item.opportunity_id, None)
+                    self._opp_written.pop(opportunity_id, None)
+        self._note_presence(batch, outcomes)
         crm = False
         for item, outcome in zip(batch.items, outcomes, strict=True):
             crm = crm or outcome.has_reason("1018")
@@ -625,6 +668,37 @@ class WriteCoordinator(Coordinator):
             self._resolve(item, outcome)
         if crm and not self._aborting:
             self._abort(crm_error(), None)
+
+    def _note_presence(self, batch: Batch, outcomes: list[Outcome]) -> None:
+        """Which records this run has seen in Marketo (for the createOnly lost-answer check)."""
+        present = self._present
+        if present is None:
+            return
+        now = time.monotonic()
+        for item, outcome in zip(batch.items, outcomes, strict=True):
+            if outcome.status in ("created", "updated") or outcome.has_reason("1017"):
+                for key in item.conflict_keys:
+                    present[key] = now
+                    present.move_to_end(key)
+            elif outcome.status == "deleted":
+                for key in item.conflict_keys:
+                    present.pop(key, None)
+                if batch.obj is OPP and item.opportunity_id:  # its roles went with it
+                    self._opp_deleted_at[item.opportunity_id] = now
+                    self._opp_deleted_at.move_to_end(item.opportunity_id)
+        for memory in (present, self._opp_deleted_at):
+            while memory and next(iter(memory.values())) < now - PRESENCE_MEMORY_SECONDS:
+                memory.popitem(last=False)
+
+    def _is_present(self, key: ConflictKey) -> bool:
+        seen = self._present.get(key) if self._present is not None else None
+        if seen is None:
+            return False
+        obj, kind, value = key
+        if obj == ROLE.value and kind == "dedupe" and isinstance(value, tuple) and value:
+            deleted_at = self._opp_deleted_at.get(value[0])
+            return deleted_at is None or deleted_at < seen
+        return True
 
     def _should_hold(self, batch: Batch, item: Item, outcome: Outcome) -> bool:
         """A role skipped because its opportunity (or lead) is missing, which this run may fix."""
@@ -781,6 +855,14 @@ def _submit_order(key: BatchKey) -> int:
     if obj is OPP:
         return 0 if op == SYNC else 2
     return 1
+
+
+def _guid_of(item: Item) -> str | None:
+    """The marketoGUID a record is keyed by, if any."""
+    for _, kind, value in item.conflict_keys:
+        if kind == "id" and isinstance(value, str):
+            return value
+    return None
 
 
 def _transient(result: RecordResult) -> bool:

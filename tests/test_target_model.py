@@ -129,6 +129,12 @@ def model(
         if message["stream"] == "opportunities":
             eid = rec["externalOpportunityId"]
             if rec.get("_sdc_deleted_at"):
+                # Roles held for it were given before the delete, which would have removed them:
+                # they end now (a later re-create does not bring them back).
+                for key in [k for k in held if k[0] == eid]:
+                    for held_seq, held_rec in held.pop(key):
+                        if not apply_role(held_seq, held_rec):
+                            out[held_seq] = "skipped"
                 out[seq] = "deleted" if eid in opps else "skipped"
                 opps.pop(eid, None)
                 roles = {k: v for k, v in roles.items() if k[0] != eid}  # deleting cascades

@@ -922,3 +922,119 @@ def test_dry_run_replays_opportunity_deletes_in_input_order_with_their_cascade(
         "created",
         "deleted",
     ]
+
+
+# ---- found in review (2026-12-02) ---------------------------------------------------------
+
+
+def test_create_only_twice_with_a_lost_answer_keeps_the_second_skip(sb: Sandbox, tmp_path: Path) -> None:
+    """The lost-answer check must not credit a record that an earlier batch of the run created."""
+    messages = [opp_schema(), opp("D-1"), opp("D-1", name="again")]
+    sb.configure(faults=[Fault(kind="604", calls=[3], after_apply=True)])  # 1 describe, 2 and 3 syncs
+    run = run_target(config(sb, tmp_path, action="createOnly"), messages)
+    assert sb.stats()["faults_injected"] == {"604": 1}
+    assert run.status_of(1) == "created"
+    assert run.status_of(2) == "skipped"
+    assert run.reason_codes(2) == ["1017"]
+    stored = sb.store.opportunity("D-1")
+    assert stored is not None
+    assert stored["name"] == "Opportunity D-1"
+
+
+def test_a_dry_run_on_a_crm_synced_instance_stops_like_a_real_run(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    crm = make_sandbox(opportunities=5, leads=60, heavy_leads=0, crm_sync=True)
+    messages = [opp_schema(), opp("OPP-000001", stage="Won"), opp("N-1")]
+    run = run_target(config(crm, tmp_path, dry_run=True), messages, raise_errors=False)
+    assert isinstance(run.error, CrmSyncEnabledError)
+    assert "CRM sync makes Opportunities and Opportunity Roles read-only" in str(run.error)
+    assert not [row for row in run.results if row["status"].startswith("would_")]
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "other_delete"),
+    [(300, False), (1, False), (300, True)],
+    ids=["batches-of-300", "batches-of-1", "another-delete-by-guid-after-the-role"],
+)
+def test_a_role_waits_for_an_opportunity_deleted_by_marketo_guid_and_re_created(
+    sb: Sandbox, tmp_path: Path, batch_size: int, other_delete: bool
+) -> None:
+    guid = sb.store.opportunity("OPP-000002")["marketoGUID"]
+    other = sb.store.opportunity("OPP-000003")["marketoGUID"]
+    messages = [
+        opp_schema(),
+        role_schema(),
+        opp("OPP-000002", stage="A"),
+        record("opportunities", {"marketoGUID": guid, "_sdc_deleted_at": "2026-01-01T00:00:00Z"}),
+        role("OPP-000002", 2, "Influencer"),
+        *(
+            [record("opportunities", {"marketoGUID": other, "_sdc_deleted_at": "2026-01-01T00:00:00Z"})]
+            if other_delete
+            else []
+        ),
+        opp("Y-1"),
+        opp("OPP-000002", stage="C"),
+    ]
+    run = run_target(config(sb, tmp_path, batch_size_rows=batch_size), messages)
+    assert [run.status_of(n) for n in (1, 2, 3)] == ["updated", "deleted", "created"]
+    assert sb.store.role("OPP-000002", 2, "Influencer") is not None
+
+
+def test_a_rerun_after_a_crash_does_not_write_a_role_its_own_later_delete_removed(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    """Clean run: the role is written, then removed with its opportunity. A rerun finds the
+    opportunity gone (the crashed run deleted it): the role must not be written after the delete."""
+    messages = [
+        role_schema(),
+        role("OPP-000001", 4, "Decision Maker"),
+        opp_schema(),
+        deleted(opp("OPP-000001")),
+        opp("OPP-000001", stage="New"),
+    ]
+    settings = config(sb, tmp_path)
+    # Calls: 1-2 describes, 3 role sync, 4 opportunity delete, 5 the re-create: refused.
+    sb.configure(faults=[Fault(kind="603", calls=[5])])
+    crashed = run_target(settings, messages, raise_errors=False)
+    assert crashed.error is not None
+    sb.configure(faults=[])
+    rerun = run_target(settings, messages)
+    assert rerun.status_of(1) == "skipped"
+    assert rerun.reason_codes(1) == ["1004"]
+    assert rerun.status_of(3) == "created"
+    assert sb.store.opportunity("OPP-000001") is not None
+    assert sb.store.role("OPP-000001", 4, "Decision Maker") is None  # as after a clean run
+
+
+def test_a_dry_run_forgets_the_marketo_guid_of_a_deleted_record(sb: Sandbox, tmp_path: Path) -> None:
+    guid = sb.store.opportunity("OPP-000001")["marketoGUID"]
+    messages = [
+        opp_schema(),
+        deleted(opp("OPP-000001")),
+        opp("OPP-000001", stage="B"),  # re-created: a new marketoGUID
+        record("opportunities", {"marketoGUID": guid, "_sdc_deleted_at": "2026-01-01T00:00:00Z"}),
+        opp("OPP-000001", stage="C"),
+    ]
+    dry = run_target(config(sb, tmp_path, dry_run=True), messages)
+    real = run_target(config(sb, tmp_path), messages)
+    predicted = {"would_create": "created", "would_update": "updated", "would_delete": "deleted"}
+    predicted["would_skip"] = "skipped"
+    for number in range(1, 5):
+        assert predicted[dry.status_of(number)] == real.status_of(number), number
+    assert [real.status_of(n) for n in range(1, 5)] == ["deleted", "created", "skipped", "updated"]
+
+
+def test_a_dry_run_sees_the_cascade_of_a_delete_by_marketo_guid(sb: Sandbox, tmp_path: Path) -> None:
+    guid = sb.store.opportunity("OPP-000001")["marketoGUID"]
+    kept = next(r for r in sb.store.roles() if r["externalOpportunityId"] == "OPP-000001")
+    messages = [
+        opp_schema(),
+        role_schema(),
+        record("opportunities", {"marketoGUID": guid, "_sdc_deleted_at": "2026-01-01T00:00:00Z"}),
+        deleted(role("OPP-000001", kept["leadId"], kept["role"])),  # went with its opportunity
+    ]
+    dry = run_target(config(sb, tmp_path, dry_run=True), messages)
+    real = run_target(config(sb, tmp_path), messages)
+    assert [real.status_of(1), real.status_of(2)] == ["deleted", "skipped"]
+    assert [dry.status_of(1), dry.status_of(2)] == ["would_delete", "would_skip"]

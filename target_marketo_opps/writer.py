@@ -13,7 +13,9 @@ Rules (README, "How records are written"):
   deletes its roles); one by marketoGUID alone waits for every pending or in-flight role.
 * A role Marketo skips with 1004 (its opportunity or lead is missing) is held when its
   opportunity may still be written by this run, and sent once more after that happened (at
-  the latest at the end of input); later records for the same role wait behind it.
+  the latest at the end of input); later records for the same role wait behind it. A role still
+  held when a later delete of its opportunity is sent ends then, as skipped: in input order the
+  delete would have removed it.
 * Up to `max_concurrent_requests` batches are in flight; every call goes through the shared
   `MarketoClient` and its process-wide limiter.
 * Every record ends in exactly one outcome; `low_watermark()` tells the target which records

@@ -497,7 +497,6 @@ class _Progress:
         self.total_batches = total_batches
         self.last_batch = skipped
         self.checkpoint = skipped  # the last batch in a STATE message: a resume starts after it
-        self._skipped = skipped
         self._every = max(every, 1)
         self._started = time.monotonic()
         self._calls_at_start = tap.marketo.stats.calls

@@ -97,14 +97,14 @@ class DryRunCoordinator(Coordinator):
                 self._waiting.append(item)
                 continue
             if item.obj is OPP and item.op == DELETE:
-                self._settle_waiting(self._opportunity_of(item))
+                self._replay_waiting(self._opportunity_of(item), final=True)
             outcome = self._simulate(item, final=False)
             if outcome is None:
                 self._waiting.append(item)
                 continue
             self._resolve(item, outcome)
             if item.obj is OPP and item.op != DELETE and outcome.status in ("would_create", "would_update"):
-                self._release_waiting(item.opportunity_id)
+                self._replay_waiting(item.opportunity_id, final=False)
         if final:
             waiting, self._waiting = self._waiting, []
             for item in waiting:
@@ -125,39 +125,25 @@ class DryRunCoordinator(Coordinator):
         keys = set(item.conflict_keys)
         return any(not keys.isdisjoint(w.conflict_keys) for w in self._waiting)
 
-    def _release_waiting(self, opportunity_id: str | None) -> None:
-        """Its opportunity was written: the roles waiting for it go, in input order."""
+    def _replay_waiting(self, opportunity_id: str | None, *, final: bool) -> None:
+        """The roles waiting for this opportunity go, in input order.
+
+        After the opportunity is written (`final=False`) they may now succeed; when it is deleted
+        (`final=True`) they end, as in a real run: the delete would have removed them, and a
+        later re-create does not bring them back.
+        """
         if not opportunity_id or not self._waiting:
             return
         still: list[Item] = []
         kept: set[ConflictKey] = set()
         for item in self._waiting:
-            if item.opportunity_id != opportunity_id or any(k in kept for k in item.conflict_keys):
-                still.append(item)
-                kept.update(item.conflict_keys)
-                continue
-            outcome = self._simulate(item, final=False)
+            outcome = None
+            if item.opportunity_id == opportunity_id and not any(k in kept for k in item.conflict_keys):
+                outcome = self._simulate(item, final=final)
             if outcome is None:
                 still.append(item)
                 kept.update(item.conflict_keys)
                 continue
-            self._resolve(item, outcome)
-        self._waiting = still
-
-    def _settle_waiting(self, opportunity_id: str | None) -> None:
-        """Its opportunity is deleted: roles waiting for it end now, as in a real run (the
-        delete would have removed them; a later re-create does not bring them back)."""
-        if not opportunity_id or not self._waiting:
-            return
-        still: list[Item] = []
-        kept: set[ConflictKey] = set()
-        for item in self._waiting:
-            if item.opportunity_id != opportunity_id or any(k in kept for k in item.conflict_keys):
-                still.append(item)
-                kept.update(item.conflict_keys)
-                continue
-            outcome = self._simulate(item, final=True)
-            assert outcome is not None
             self._resolve(item, outcome)
         self._waiting = still
 

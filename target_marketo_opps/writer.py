@@ -648,8 +648,7 @@ class WriteCoordinator(Coordinator):
             self._held_changed = True
             self._opp_epoch += 1
             for item, outcome in zip(batch.items, outcomes, strict=True):
-                guid = _guid_of(item) or outcome.marketo_guid
-                opportunity_id = item.opportunity_id or self._opp_by_guid.get(guid or "")
+                opportunity_id = self._opportunity_of(item, outcome)
                 if not opportunity_id:
                     continue
                 if batch.op == SYNC and outcome.status in ("created", "updated"):
@@ -671,6 +670,11 @@ class WriteCoordinator(Coordinator):
         if crm and not self._aborting:
             self._abort(crm_error(), None)
 
+    def _opportunity_of(self, item: Item, outcome: Outcome) -> str | None:
+        """An opportunity record's externalOpportunityId, also by a marketoGUID this run wrote."""
+        guid = _guid_of(item) or outcome.marketo_guid
+        return item.opportunity_id or self._opp_by_guid.get(guid or "")
+
     def _note_presence(self, batch: Batch, outcomes: list[Outcome]) -> None:
         """Which records this run has seen in Marketo (for the createOnly lost-answer check)."""
         present = self._present
@@ -685,9 +689,10 @@ class WriteCoordinator(Coordinator):
             elif outcome.status == "deleted":
                 for key in item.conflict_keys:
                     present.pop(key, None)
-                if batch.obj is OPP and item.opportunity_id:  # its roles went with it
-                    self._opp_deleted_at[item.opportunity_id] = now
-                    self._opp_deleted_at.move_to_end(item.opportunity_id)
+                opportunity_id = self._opportunity_of(item, outcome) if batch.obj is OPP else None
+                if opportunity_id:  # its roles went with it
+                    self._opp_deleted_at[opportunity_id] = now
+                    self._opp_deleted_at.move_to_end(opportunity_id)
         for memory in (present, self._opp_deleted_at):
             while memory and next(iter(memory.values())) < now - PRESENCE_MEMORY_SECONDS:
                 memory.popitem(last=False)

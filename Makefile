@@ -11,6 +11,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# marketorestpython (a Marketo client nobody here wrote; tests drive the sandbox with it) depends on
+	# the old `backoff` distribution, which would overwrite python-backoff's `backoff` module that
+	# singer-sdk needs; its own code runs on python-backoff, so it is installed without its deps.
+	$(BIN)/python -m pip install --quiet --no-deps 'marketorestpython==0.5.25' 'pytz>=2024.1'
 	touch $(STAMP)
 
 test: lint types pytest

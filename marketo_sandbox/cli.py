@@ -10,7 +10,7 @@ import tempfile
 import threading
 from types import FrameType
 
-from .config import Fault, RecordFault, SandboxConfig
+from .config import MISSING_OPPORTUNITY_ANSWERS, Fault, RecordFault, SandboxConfig
 from .sandbox import Sandbox
 
 
@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SPEC",
         help="KIND:RATE (e.g. 606:0.1) or KIND@N,M (REST call numbers); add +after for write faults "
-        "answered after the write is applied. Repeatable.",
+        "answered after the write is applied, ~SECONDS for the delay of 'slow' and 'late' (a write "
+        "whose connection drops and that is applied SECONDS later, e.g. late@3~2). Repeatable.",
     )
     g.add_argument(
         "--record-fault",
@@ -64,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reason (1014, 1019, 1022, 1029), e.g. 1014@OPP-1,OPP-2x2. Repeatable.",
     )
     g.add_argument("--crm-sync", action="store_true", help="emulate an instance with native CRM sync")
+    g.add_argument(
+        "--missing-opportunity-code",
+        choices=sorted(MISSING_OPPORTUNITY_ANSWERS),
+        default="1004",
+        help="skip code of a role whose opportunity does not exist (Marketo's docs do not say)",
+    )
     g.add_argument("--trailing-empty-page", action="store_true")
     g.add_argument("--no-more-result", action="store_true", help="never emit moreResult")
     g.add_argument("--no-gzip", action="store_true")
@@ -95,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         faults=[Fault.parse(spec) for spec in args.fault],
         record_faults=[RecordFault.parse(spec) for spec in args.record_fault],
         crm_sync=args.crm_sync,
+        missing_opportunity_code=args.missing_opportunity_code,
         emit_more_result=not args.no_more_result,
         trailing_empty_page=args.trailing_empty_page,
         gzip=not args.no_gzip,

@@ -29,8 +29,35 @@ KNOWN_DATA_TYPES = frozenset(
 
 #: Fault kinds accepted by :class:`Fault`.
 FAULT_KINDS = frozenset(
-    {"603", "606", "615", "604", "608", "611", "614", "713", "http500", "http502", "http503", "drop", "slow"}
+    {
+        "603",
+        "606",
+        "615",
+        "604",
+        "608",
+        "611",
+        "614",
+        "713",
+        "http500",
+        "http502",
+        "http503",
+        "drop",
+        "slow",
+        "late",
+    }
 )
+
+#: Fault kinds that only apply to write (sync and delete) calls.
+WRITE_ONLY_FAULT_KINDS = frozenset({"late"})
+
+#: What the sandbox answers for a role whose opportunity does not exist, by
+#: :attr:`SandboxConfig.missing_opportunity_code`. Marketo's docs do not say (see README):
+#: 1004 is its "not found" for sync, 1013 its "Object not found", 1003 its "invalid data".
+MISSING_OPPORTUNITY_ANSWERS = {
+    "1004": "Opportunity '{ext}' not found",
+    "1013": "Object not found",
+    "1003": "Invalid value for field 'externalOpportunityId': '{ext}'",
+}
 
 #: Record-level transient skip reasons :class:`RecordFault` can inject, with Marketo's messages.
 RECORD_FAULT_MESSAGES = {
@@ -100,7 +127,9 @@ class Fault:
 
     * ``kind``: a Marketo error code ("603", "606", "615", "604", "608", "611", "614", "713"), an HTTP
       error with an HTML body ("http500", "http502", "http503"), "drop" (close the connection
-      without answering) or "slow" (sleep ``seconds`` and then answer normally).
+      without answering), "slow" (sleep ``seconds`` and then answer normally) or "late" (write
+      calls only: close the connection without answering and without applying the write, then
+      apply it ``seconds`` later, as a Marketo that went on with a request its client gave up on).
     * ``calls``: 1-based numbers of REST calls (identity excluded) since start or ``reset_stats``.
     * ``rate``: probability per matching call, drawn from ``random.Random(config.seed)``.
     * neither ``calls`` nor ``rate``: every matching call.
@@ -123,13 +152,22 @@ class Fault:
             raise ValueError("fault rate must be between 0 and 1")
         if self.calls is not None:
             object.__setattr__(self, "calls", [int(c) for c in self.calls])
-        if self.after_apply and self.kind == "slow":
-            raise ValueError("after_apply makes no sense for a 'slow' fault")
+        if self.after_apply and self.kind in ("slow", "late"):
+            raise ValueError(f"after_apply makes no sense for a {self.kind!r} fault")
+        if self.seconds < 0:
+            raise ValueError("fault seconds must not be negative")
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
-        """Parse the CLI form ``KIND:RATE`` or ``KIND@3,7`` (a ``+after`` suffix sets after_apply)."""
+        """Parse the CLI form ``KIND:RATE`` or ``KIND@3,7`` (a ``+after`` suffix sets after_apply).
+
+        A ``~SECONDS`` suffix sets ``seconds`` (for "slow" and "late"), e.g. ``late@2~3``.
+        """
         text = spec.strip()
+        seconds: dict[str, float] = {}
+        if "~" in text:
+            text, _, delay = text.rpartition("~")
+            seconds["seconds"] = float(delay)
         after = False
         if text.endswith("+after"):
             after = True
@@ -139,11 +177,11 @@ class Fault:
             numbers = [int(c) for c in calls.split(",") if c.strip()]
             if not numbers:
                 raise ValueError(f"fault {spec!r}: no call numbers after '@'")
-            return cls(kind=kind, calls=numbers, after_apply=after)
+            return cls(kind=kind, calls=numbers, after_apply=after, **seconds)
         if ":" in text:
             kind, _, rate = text.partition(":")
-            return cls(kind=kind, rate=float(rate), after_apply=after)
-        return cls(kind=text, after_apply=after)
+            return cls(kind=kind, rate=float(rate), after_apply=after, **seconds)
+        return cls(kind=text, after_apply=after, **seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -280,6 +318,8 @@ class SandboxConfig:
     record_faults: list[RecordFault] = field(default_factory=list)
     # behaviour
     crm_sync: bool = False
+    # The skip code of a role whose opportunity does not exist (one of MISSING_OPPORTUNITY_ANSWERS).
+    missing_opportunity_code: str = "1004"
     emit_more_result: bool = True
     trailing_empty_page: bool = False
     gzip: bool = True
@@ -294,6 +334,11 @@ class SandboxConfig:
             raise ValueError("token_ttl_seconds must be positive")
         if self.latency_seconds < 0:
             raise ValueError("latency_seconds must not be negative")
+        if self.missing_opportunity_code not in MISSING_OPPORTUNITY_ANSWERS:
+            raise ValueError(
+                f"missing_opportunity_code must be one of {sorted(MISSING_OPPORTUNITY_ANSWERS)}, "
+                f"not {self.missing_opportunity_code!r}"
+            )
         faults = [f if isinstance(f, Fault) else Fault(**f) for f in self.faults]
         object.__setattr__(self, "faults", faults)
         record_faults = [f if isinstance(f, RecordFault) else RecordFault(**f) for f in self.record_faults]
@@ -340,6 +385,7 @@ RUNTIME_FIELDS = frozenset(
         "faults",
         "record_faults",
         "crm_sync",
+        "missing_opportunity_code",
         "emit_more_result",
         "trailing_empty_page",
         "gzip",

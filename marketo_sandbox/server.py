@@ -414,6 +414,10 @@ class Handler(BaseHTTPRequestHandler):
             if fault.kind == "slow":
                 state.count_fault("slow")
                 time.sleep(fault.seconds)
+            elif fault.kind == "late":
+                self._apply_late(cfg, call, fault.seconds)
+                state.count_fault("late")
+                raise Dropped
             elif fault.after_apply:
                 deferred = fault
             else:
@@ -442,6 +446,21 @@ class Handler(BaseHTTPRequestHandler):
             self._send_fault(deferred, cfg)
             return
         self._send_rest(payload)
+
+    def _apply_late(self, cfg: SandboxConfig, call: Call, seconds: float) -> None:
+        """Apply this write ``seconds`` from now, after its client saw the connection drop."""
+        route = call.route
+        if route is None:
+            return
+
+        def apply() -> None:
+            with contextlib.suppress(Exception):  # a late write that fails leaves no trace, like Marketo
+                self._execute(cfg, route, call)
+                self.state.count_fault("late_applied")
+
+        timer = threading.Timer(seconds, apply)
+        timer.daemon = True
+        timer.start()
 
     def _send_fault(self, fault: Fault, cfg: SandboxConfig) -> None:
         self.state.count_fault(fault.kind)
@@ -530,7 +549,15 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError("1003", "dedupeBy 'idField' is only valid with action 'updateOnly'")
             skip = self._record_faults(cfg, route.obj, schema, dedupe_by, records)
             self.state.count_write_batch(f"POST {call.path}", len(records))
-            results = store.sync(route.obj, action, dedupe_by, records, cfg.crm_sync, skip=skip)
+            results = store.sync(
+                route.obj,
+                action,
+                dedupe_by,
+                records,
+                cfg.crm_sync,
+                skip=skip,
+                missing_opportunity_code=cfg.missing_opportunity_code,
+            )
         self.state.count_record_errors(results)
         return {"success": True, "result": results}
 

@@ -10,7 +10,7 @@ from collections import Counter, defaultdict, deque
 from dataclasses import fields as dc_fields
 from typing import Any
 
-from .config import RUNTIME_FIELDS, Fault, RecordFault, SandboxConfig
+from .config import RUNTIME_FIELDS, WRITE_ONLY_FAULT_KINDS, Fault, RecordFault, SandboxConfig
 from .store import OPPORTUNITIES, Record, Store, skipped
 
 #: How many write batch sizes ``stats()["write_batch_sizes"]`` keeps per endpoint (the latest).
@@ -266,7 +266,7 @@ class SandboxState:
             for fault in cfg.faults:
                 if fault.path and not path.startswith(fault.path):
                     continue
-                if fault.after_apply and not is_write:
+                if (fault.after_apply or fault.kind in WRITE_ONLY_FAULT_KINDS) and not is_write:
                     continue
                 if fault.calls is not None:
                     if call_no in fault.calls:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from .config import MISSING_OPPORTUNITY_ANSWERS
 from .schema import FieldDef, InvalidValue, ObjectSchema, coerce, filter_key, invalid_value_message
 
 OPPORTUNITIES = "opportunities"
@@ -350,11 +351,13 @@ class Store:
         crm_sync: bool,
         *,
         skip: Mapping[int, Record] | None = None,
+        missing_opportunity_code: str = "1004",
     ) -> list[Record]:
         """Create/update records; one result per input record, in input order.
 
         ``skip`` maps input positions to ready-made results: those records are not processed at
         all (not applied, not counted for duplicate detection). CRM sync mode ignores it.
+        ``missing_opportunity_code`` is the skip code of a role whose opportunity does not exist.
         """
         if crm_sync:
             return [skipped(i, "1018", CRM_SKIP_MESSAGE) for i in range(len(records))]
@@ -369,7 +372,15 @@ class Store:
                 skip[seq]
                 if seq in skip
                 else self._sync_one(
-                    table, obj, seq, rec, action=action, key_fields=key_fields, seen=seen, now=now
+                    table,
+                    obj,
+                    seq,
+                    rec,
+                    action=action,
+                    key_fields=key_fields,
+                    seen=seen,
+                    now=now,
+                    missing_opportunity_code=missing_opportunity_code,
                 )
                 for seq, rec in enumerate(records)
             ]
@@ -385,6 +396,7 @@ class Store:
         key_fields: tuple[str, ...],
         seen: set[tuple[Any, ...]],
         now: str,
+        missing_opportunity_code: str,
     ) -> Record:
         schema = table.schema
         if not isinstance(rec, dict):
@@ -419,7 +431,8 @@ class Store:
             if obj == ROLES:
                 ext, lead_id = values["externalOpportunityId"], values["leadId"]
                 if ext not in self._tables[OPPORTUNITIES].unique["externalOpportunityId"]:
-                    return skipped(seq, "1004", f"Opportunity '{ext}' not found")
+                    message = MISSING_OPPORTUNITY_ANSWERS[missing_opportunity_code].format(ext=ext)
+                    return skipped(seq, missing_opportunity_code, message)
                 if lead_id not in self._leads:
                     return skipped(seq, "1004", f"Lead '{lead_id}' not found")
             guid = self._new_guid(table)

@@ -59,8 +59,8 @@ def test_missing_opportunity_code_is_validated() -> None:
 def test_late_fault_drops_the_answer_and_applies_the_write_afterwards(make_sandbox: MakeSandbox) -> None:
     sb = make_sandbox(rate_limit=None, faults=[Fault(kind="late", calls=[1], seconds=0.5)])
     session = _session(sb)
+    old = {"input": [{"externalOpportunityId": "LATE-1", "name": "old"}]}
     with pytest.raises(requests.ConnectionError):
-        old = {"input": [{"externalOpportunityId": "LATE-1", "name": "old"}]}
         session.post(sb.base_url + OPP, json=old, timeout=10)
     assert sb.store.opportunity("LATE-1") is None  # not applied yet
     # A retry and a later write land first ...

@@ -38,11 +38,15 @@ def test_role_of_a_missing_opportunity_is_skipped_with_the_configured_code(
 ) -> None:
     sb = make_sandbox(rate_limit=None, missing_opportunity_code=code)
     lead_id = sb.store.lead_ids()[0]
-    body = _session(sb).post(
-        sb.base_url + ROLES,
-        json={"input": [{"externalOpportunityId": "NO-SUCH-OPP", "leadId": lead_id, "role": "Buyer"}]},
-        timeout=10,
-    ).json()
+    body = (
+        _session(sb)
+        .post(
+            sb.base_url + ROLES,
+            json={"input": [{"externalOpportunityId": "NO-SUCH-OPP", "leadId": lead_id, "role": "Buyer"}]},
+            timeout=10,
+        )
+        .json()
+    )
     assert body["success"] is True
     [result] = body["result"]
     assert result["status"] == "skipped"

@@ -164,10 +164,10 @@ class Fault:
         A ``~SECONDS`` suffix sets ``seconds`` (for "slow" and "late"), e.g. ``late@2~3``.
         """
         text = spec.strip()
-        seconds: dict[str, float] = {}
+        seconds = cls.seconds
         if "~" in text:
             text, _, delay = text.rpartition("~")
-            seconds["seconds"] = float(delay)
+            seconds = float(delay)
         after = False
         if text.endswith("+after"):
             after = True
@@ -177,11 +177,11 @@ class Fault:
             numbers = [int(c) for c in calls.split(",") if c.strip()]
             if not numbers:
                 raise ValueError(f"fault {spec!r}: no call numbers after '@'")
-            return cls(kind=kind, calls=numbers, after_apply=after, **seconds)
+            return cls(kind=kind, calls=numbers, after_apply=after, seconds=seconds)
         if ":" in text:
             kind, _, rate = text.partition(":")
-            return cls(kind=kind, rate=float(rate), after_apply=after, **seconds)
-        return cls(kind=text, after_apply=after, **seconds)
+            return cls(kind=kind, rate=float(rate), after_apply=after, seconds=seconds)
+        return cls(kind=text, after_apply=after, seconds=seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

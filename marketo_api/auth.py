@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import requests
 
-from .errors import MarketoAuthenticationError, TransientError
+from .errors import MarketoAuthenticationError, MarketoRedirectError, TransientError
+from .network import cause_of, origin, redirect_target
 
 logger = logging.getLogger("marketo_api.auth")
 
@@ -18,6 +19,7 @@ logger = logging.getLogger("marketo_api.auth")
 # that dies on the way.
 RENEW_MARGIN_SECONDS = 60.0
 IDENTITY_TIMEOUT = (10.0, 30.0)
+TOKEN_ENDPOINT = "/identity/oauth/token"  # noqa: S105 (a path, not a password)
 
 
 class TokenProvider:
@@ -45,6 +47,7 @@ class TokenProvider:
         self._token: str | None = None
         self._renew_at = 0.0
         self.tokens_fetched = 0
+        self.answered = False  # the identity endpoint has answered at least once (any status)
 
     def __repr__(self) -> str:
         return f"TokenProvider(token_url={self._token_url!r})"
@@ -77,22 +80,35 @@ class TokenProvider:
                     "client_secret": self._client_secret,
                 },
                 timeout=IDENTITY_TIMEOUT,
+                # A 307/308 would re-send the secret to wherever it points, even over plain http.
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
+            cause = cause_of(exc)
             raise TransientError(
-                f"could not reach the identity endpoint: {type(exc).__name__}",
-                endpoint="/identity/oauth/token",
+                f"cannot reach Marketo at {origin(self._token_url)}: {cause.text}",
+                endpoint=TOKEN_ENDPOINT,
+                cause=cause,
             ) from None
+        self.answered = True
+        if 300 <= response.status_code < 400:
+            raise MarketoRedirectError(
+                f"identity endpoint answered HTTP {response.status_code} redirecting to "
+                f"{redirect_target(response, self._token_url)}; not followed, so the client secret "
+                f"goes only to {origin(self._token_url)}: set base_url to the instance's REST endpoint "
+                "(Admin > Web Services)",
+                endpoint=TOKEN_ENDPOINT,
+            )
         if response.status_code == 401:
             raise MarketoAuthenticationError(
                 f"identity endpoint refused the client credentials (HTTP 401 "
                 f"{_identity_error(response)}); check client_id and client_secret of the "
                 "LaunchPoint custom service",
-                endpoint="/identity/oauth/token",
+                endpoint=TOKEN_ENDPOINT,
             )
         if response.status_code >= 500:
             raise TransientError(
-                f"identity endpoint answered HTTP {response.status_code}", endpoint="/identity/oauth/token"
+                f"identity endpoint answered HTTP {response.status_code}", endpoint=TOKEN_ENDPOINT
             )
         try:
             body = response.json()
@@ -101,7 +117,7 @@ class TokenProvider:
         except (ValueError, KeyError, TypeError):
             raise MarketoAuthenticationError(
                 f"identity endpoint answered HTTP {response.status_code} without an access token",
-                endpoint="/identity/oauth/token",
+                endpoint=TOKEN_ENDPOINT,
             ) from None
         self._token = token
         margin = min(RENEW_MARGIN_SECONDS, expires_in / 10)

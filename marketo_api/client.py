@@ -25,13 +25,16 @@ from .auth import TokenProvider
 from .describe import MarketoObject, ObjectDescription
 from .errors import (
     Handling,
+    MarketoConnectionError,
     MarketoError,
+    MarketoRedirectError,
     RetriesExhaustedError,
     TransientError,
     error_for,
     handling_for,
 )
 from .limiter import CallLimiter, shared_limiter
+from .network import ALWAYS_FATAL, FATAL_BEFORE_FIRST_ANSWER, Failure, cause_of, origin, redirect_target
 from .settings import MarketoSettings
 
 logger = logging.getLogger("marketo_api")
@@ -143,6 +146,7 @@ class MarketoClient:
         self._stats_lock = threading.Lock()
         self.stats = ClientStats()
         self._sessions: list[requests.Session] = []
+        self._answered = False
 
     def __repr__(self) -> str:
         return f"MarketoClient(base_url={self.settings.base_url!r})"
@@ -389,18 +393,30 @@ class MarketoClient:
                 headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip", **content_type}
                 body = self._send(request, url, headers, data, timeout)
             except TransientError as exc:
+                unreachable = self._unreachable(exc)
+                if unreachable is not None:
+                    raise unreachable from None
                 code = exc.code or "network"
                 if request.is_write and on_uncertain is not None and exc.may_have_run:
                     on_uncertain()
                 handling = handling_for(code) if exc.code else Handling.RETRY
+                if (
+                    exc.cause is not None
+                    and exc.cause.failure is Failure.CONNECT_TIMEOUT
+                    and not self.answered
+                ):
+                    handling = Handling.RETRY_FEW  # may be a firewall dropping packets to a wrong host
                 if handling is Handling.RETRY_FEW:
                     few_retries[code] += 1
                     if few_retries[code] > RETRY_FEW_LIMIT:
-                        raise RetriesExhaustedError(
+                        error_class = (
+                            MarketoConnectionError if exc.cause is not None else RetriesExhaustedError
+                        )
+                        raise error_class(
                             f"{exc.marketo_message} (still failing after {RETRY_FEW_LIMIT} retries)",
                             code=exc.code,
                             request_id=exc.request_id,
-                            endpoint=request.path,
+                            endpoint=exc.endpoint or request.path,
                         ) from None
                 delay = backoff.full_jitter(next(waits))
                 if code == "606":
@@ -412,7 +428,7 @@ class MarketoClient:
                         "of retries)",
                         code=exc.code,
                         request_id=exc.request_id,
-                        endpoint=request.path,
+                        endpoint=exc.endpoint or request.path,
                     ) from None
                 self._count_retry(code, delay)
                 waited += delay
@@ -435,6 +451,32 @@ class MarketoClient:
                 logger.info("%s: %s; renewing the access token", request.label, exc.error.marketo_message)
                 continue
             return body
+
+    @property
+    def answered(self) -> bool:
+        """Whether the instance has answered anything yet (identity or REST, any status)."""
+        return self._answered or self._auth.answered
+
+    def _unreachable(self, exc: TransientError) -> MarketoConnectionError | None:
+        """The error to fail with at once when retrying cannot help, else None.
+
+        Before the instance first answers, a refused connection, an unknown host or a failed TLS
+        handshake means base_url is wrong; a certificate that fails verification never heals.
+        Afterwards the same network errors are transient and retried.
+        """
+        cause = exc.cause
+        if cause is None:
+            return None
+        if cause.failure in ALWAYS_FATAL:
+            advice = (
+                "TLS verification stays on: the certificate must be valid for that host (behind a "
+                "TLS-intercepting proxy, point REQUESTS_CA_BUNDLE at its CA certificate)"
+            )
+        elif cause.failure in FATAL_BEFORE_FIRST_ANSWER and not self.answered:
+            advice = "check base_url (or munchkin_id) and the network"
+        else:
+            return None
+        return MarketoConnectionError(f"{exc.marketo_message}; {advice}", endpoint=exc.endpoint)
 
     def _encode_body(self, request: _Request) -> bytes | None:
         if request.json_body is not None:
@@ -475,16 +517,27 @@ class MarketoClient:
                     allow_redirects=False,
                 )
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            cause = cause_of(exc)
             raise TransientError(
-                f"{type(exc).__name__} calling Marketo",
+                f"cannot reach Marketo at {origin(url)}: {cause.text}",
                 endpoint=request.path,
                 may_have_run=_may_have_arrived(exc),
+                cause=cause,
             ) from None
         finally:
             with self._stats_lock:
                 self.stats.limiter_wait_seconds += max(self._limiter.wait_seconds - waited_before, 0.0)
+        self._answered = True
         status = response.status_code
         logger.debug("%s %s -> HTTP %s", request.method, request.path, status)
+        if 300 <= status < 400:
+            raise MarketoRedirectError(
+                f"Marketo answered HTTP {status} redirecting to {redirect_target(response, url)}; redirects "
+                f"are not followed, so the token goes only to {origin(url)}: set base_url to the "
+                "instance's REST endpoint (Admin > Web Services)",
+                code=str(status),
+                endpoint=request.path,
+            )
         if status >= 500:
             raise TransientError(
                 f"HTTP {status} from Marketo", code=str(status), endpoint=request.path, may_have_run=True

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 
+from .network import NetworkCause
+
 
 class Handling(enum.Enum):
     RETRY = "retry"  # back off with jitter, then send again
@@ -42,8 +44,15 @@ _ADVICE: dict[str, str] = {
     "609": "Marketo could not parse the JSON body",
     "610": "requested resource not found: check base_url and the endpoint path",
     "612": "invalid Content-Type",
+    "701": "a required value is blank",
+    "718": "externalSalesPersonId names no sales person in this instance: create the sales person "
+    "first or correct the value",
+    "1001": "a value does not have the type its field requires",
+    "1002": "a required parameter is missing",
     "1003": "invalid request parameters",
     "1006": "a field named in the request does not exist in this instance",
+    "1011": "the field cannot be used here: filterType and lookup fields must be searchable fields "
+    "of the object's describe",
     "1018": "CRM sync is enabled on this instance: Marketo makes opportunities and opportunity "
     "roles read-only (role APIs are unavailable) when native Salesforce or Dynamics sync is on",
 }
@@ -105,6 +114,14 @@ class CrmSyncEnabledError(MarketoError):
     """1018: native CRM sync makes opportunities and roles read-only."""
 
 
+class MarketoConnectionError(MarketoError):
+    """The instance could not be reached at all (refused, unknown host, bad certificate): check base_url."""
+
+
+class MarketoRedirectError(MarketoError):
+    """Marketo answered with a redirect; never followed, so secret and token stay on base_url's host."""
+
+
 class RetriesExhaustedError(MarketoError):
     """A retryable error persisted past the retry limits."""
 
@@ -112,11 +129,20 @@ class RetriesExhaustedError(MarketoError):
 class TransientError(MarketoError):
     """Internal: a failure that the retry loop may retry (never escapes the client)."""
 
-    def __init__(self, message: str, *, may_have_run: bool = False, **details: str | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        may_have_run: bool = False,
+        cause: NetworkCause | None = None,
+        **details: str | None,
+    ) -> None:
         super().__init__(message, **details)
         # Whether Marketo may have executed the call (a timeout, 604, 5xx): a write sent again
         # could then be a repeat.
         self.may_have_run = may_have_run
+        # Set when no answer arrived at all; decides whether the failure is worth retrying.
+        self.cause = cause
 
 
 def error_for(code: str, message: str, *, request_id: str | None, endpoint: str) -> MarketoError:

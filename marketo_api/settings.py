@@ -16,6 +16,8 @@ MARKETO_CONCURRENT_CALLS = 10
 # limits, which every integration of the customer shares.
 DEFAULT_MAX_CALLS_PER_20S = 50
 DEFAULT_MAX_CONCURRENT_REQUESTS = 5
+DEFAULT_RATE_WINDOW_SECONDS = 20  # Marketo's window
+DEFAULT_MAX_RETRY_SECONDS = 300
 
 _MUNCHKIN_RE = re.compile(r"^\d{3}-[A-Z]{3}-\d{3}$", re.IGNORECASE)
 
@@ -39,9 +41,9 @@ class MarketoSettings:
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
     daily_call_budget: int | None = None
     # Length of the rate window. Marketo's is 20 s; tests shrink it together with the sandbox's.
-    rate_window_seconds: float = 20.0
+    rate_window_seconds: float = float(DEFAULT_RATE_WINDOW_SECONDS)
     # Total time one call may spend retrying before it gives up.
-    max_retry_seconds: float = 300.0
+    max_retry_seconds: float = float(DEFAULT_MAX_RETRY_SECONDS)
     query_timeout_seconds: float = 30.0
     write_timeout_seconds: float = 60.0
 
@@ -207,6 +209,7 @@ SETTINGS_JSON_SCHEMA: dict[str, Any] = {
             "Rate window in seconds (advanced/testing)",
             "Length of the window max_calls_per_20s applies to. Marketo's window is 20 s; change it "
             "only to match a test sandbox with a shorter window.",
+            default=DEFAULT_RATE_WINDOW_SECONDS,
             exclusiveMinimum=0,
         ),
         "max_retry_seconds": setting_property(
@@ -214,6 +217,7 @@ SETTINGS_JSON_SCHEMA: dict[str, Any] = {
             "Max retry time in seconds (advanced/testing)",
             "Total time one call may spend retrying transient errors (606, 615, 604, 5xx, timeouts) "
             "before the run fails. Default 300.",
+            default=DEFAULT_MAX_RETRY_SECONDS,
             exclusiveMinimum=0,
         ),
     },

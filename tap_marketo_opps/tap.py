@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cached_property
-from typing import Any
+from typing import IO, Any
 
+import click
 from singer_sdk import Stream, Tap
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import StateMessage
@@ -16,6 +20,7 @@ from marketo_api import (
     MAX_BATCH,
     SETTINGS_JSON_SCHEMA,
     MarketoClient,
+    MarketoError,
     MarketoObject,
     MarketoSettings,
     ObjectDescription,
@@ -37,6 +42,7 @@ from .streams import (
     OpportunityFieldsStream,
     OpportunityRoleFieldsStream,
     SyncRun,
+    SyncStoppedError,
 )
 
 _RECORD_STREAMS = {
@@ -162,6 +168,33 @@ class TapMarketoOpps(ConnectorConfigValidation, Tap):
     def connector_config_errors(self, config: Mapping[str, Any]) -> list[str]:
         return _setting_errors(config)
 
+    # ---- command line: a Marketo failure is one clear line and exit code 1, never a traceback ----
+
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        state: IO[str] | None = None,
+        catalog: IO[str] | None = None,
+    ) -> None:
+        with _one_line_errors(cls):
+            super().invoke(
+                about=about, about_format=about_format, config=config, state=state, catalog=catalog
+            )
+
+    @classmethod
+    def cb_discover(cls, ctx: click.Context, param: click.Option, value: bool) -> None:
+        with _one_line_errors(cls):
+            super().cb_discover(ctx, param, value)
+
+    @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        with _one_line_errors(cls):
+            super().cb_test(ctx, param, value)
+
     # ---- shared Marketo access ----------------------------------------------------------------
 
     @cached_property
@@ -225,6 +258,9 @@ class TapMarketoOpps(ConnectorConfigValidation, Tap):
                 )
             )
         streams += [OpportunityFieldsStream(self), OpportunityRoleFieldsStream(self)]
+        for stream in streams:
+            if _EXPLAINED_FAILURES not in stream.logger.filters:
+                stream.logger.addFilter(_EXPLAINED_FAILURES)
         return streams
 
     @property
@@ -292,6 +328,37 @@ class TapMarketoOpps(ConnectorConfigValidation, Tap):
                 unreadable_summary(run.unreadable),
                 LOGGED_UNREADABLE_PER_FIELD,
             )
+
+
+class _ExplainedFailureFilter(logging.Filter):
+    """Drops singer-sdk's "unhandled error while syncing" line when the error is a Marketo one.
+
+    The command line reports that error in one line of its own (see _one_line_errors); the SDK
+    logs its line while the exception is being handled, so sys.exc_info() tells which it is.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "An unhandled error occurred while syncing '%s'":
+            return True
+        return not isinstance(sys.exc_info()[1], (MarketoError, SyncStoppedError))
+
+
+_EXPLAINED_FAILURES = _ExplainedFailureFilter()
+
+
+@contextlib.contextmanager
+def _one_line_errors(cls: type[TapMarketoOpps]) -> Iterator[None]:
+    """Exit 1 with the error's own message: it names the cause (401, host, quota), a traceback adds nothing.
+
+    A stopped run (607, daily_call_budget) has already logged why and written its STATE.
+    """
+    try:
+        yield
+    except SyncStoppedError:
+        sys.exit(1)
+    except MarketoError as exc:
+        cls.logger.error("%s", exc)
+        sys.exit(1)
 
 
 def _setting_errors(config: Mapping[str, Any]) -> list[str]:

@@ -296,10 +296,11 @@ def test_bad_request_fails_at_once_with_code_message_and_request_id(sandbox: San
     with client_for(sandbox) as c, pytest.raises(MarketoError) as caught:
         list(c.query(OPP, "name", ["Chairs"]))  # name is not searchable
     error = caught.value
-    assert error.code == "1003"
+    assert error.code == "1011"  # Marketo's "field not supported" for a filterType
     assert error.request_id
     assert "#" in error.request_id
     assert "filterType" in str(error)
+    assert "must be searchable fields" in str(error)
     assert "requestId" in str(error)
     assert sandbox.stats()["rest_calls"] == 1  # not retried
 
@@ -336,4 +337,29 @@ def test_access_denied_names_the_permission_and_is_not_retried(make_sandbox: Mak
     sb = make_sandbox(faults=[Fault(kind="603", calls=[1])])
     with client_for(sb) as c, pytest.raises(MarketoPermissionError, match="Read-Write Opportunity"):
         c.describe(OPP)
+    assert sb.stats()["rest_calls"] == 1
+
+
+def test_unknown_sales_person_in_a_sync_result_is_that_records_skip(make_sandbox: MakeSandbox) -> None:
+    sb = make_sandbox(sales_person_check="record")
+    records = [
+        {"externalOpportunityId": "SP-OK", "name": "fine"},
+        {"externalOpportunityId": "SP-BAD", "name": "x", "externalSalesPersonId": "NO-SUCH-PERSON"},
+    ]
+    with client_for(sb) as c:
+        results = c.sync(OPP, records)
+    assert [r.status for r in results] == ["created", "skipped"]
+    assert [r.code for r in results[1].reasons] == ["718"]
+    assert sb.stats()["rest_calls"] == 1  # not retried
+
+
+def test_unknown_sales_person_refusing_the_call_fails_at_once_naming_the_field(
+    make_sandbox: MakeSandbox,
+) -> None:
+    sb = make_sandbox(sales_person_check="response")
+    record = {"externalOpportunityId": "SP-BAD", "name": "x", "externalSalesPersonId": "NO-SUCH-PERSON"}
+    with client_for(sb) as c, pytest.raises(MarketoError) as caught:
+        c.sync(OPP, [record])
+    assert caught.value.code == "718"
+    assert "externalSalesPersonId names no sales person" in str(caught.value)
     assert sb.stats()["rest_calls"] == 1

@@ -10,7 +10,13 @@ import pytest
 from marketo_api import MarketoSettings, SettingsError
 from marketo_api.datatypes import ValueTypeError, from_api, json_schema_for, to_api
 from marketo_api.describe import FieldDescription, ObjectDescription
-from marketo_api.errors import CallBudgetExhaustedError, Handling, handling_for
+from marketo_api.errors import (
+    TRANSIENT_REASON_CODES,
+    CallBudgetExhaustedError,
+    Handling,
+    error_for,
+    handling_for,
+)
 from marketo_api.limiter import CallLimiter
 
 
@@ -79,6 +85,29 @@ def test_settings_refuse_more_than_marketo_allows(value: int) -> None:
 )
 def test_error_codes_are_classified(code: str, handling: Handling) -> None:
     assert handling_for(code) is handling
+
+
+@pytest.mark.parametrize(
+    ("code", "marketo_message", "advice"),
+    [
+        ("1011", "Field 'name' not supported for filterType", "must be searchable fields"),
+        ("1001", "Invalid value 'abc'. Required of type 'integer'", "does not have the type"),
+        ("1002", "Missing value for required parameter 'filterType'", "required parameter is missing"),
+        ("701", "'filterValues' cannot be blank", "required value is blank"),
+        ("718", "ExternalSalesPersonID 'SP-9' not found", "create the sales person first"),
+        ("1003", "marketoGUID cannot be used with createOnly", "invalid request parameters"),
+    ],
+)
+def test_bad_request_codes_fail_at_once_with_a_clear_message(
+    code: str, marketo_message: str, advice: str
+) -> None:
+    assert handling_for(code) is Handling.FAIL
+    assert code not in TRANSIENT_REASON_CODES  # as a record's reason, a skip the target reports, not a retry
+    error = error_for(code, marketo_message, request_id="1a2b#3c4d", endpoint="/v1/opportunities.json")
+    text = str(error)
+    assert text.startswith(f"Marketo error {code}: {marketo_message} (")
+    assert advice in text
+    assert "[endpoint /v1/opportunities.json] [requestId 1a2b#3c4d]" in text
 
 
 def test_limiter_never_admits_more_than_max_calls_per_window() -> None:
@@ -265,3 +294,32 @@ def test_text_in_a_number_field_is_reported_as_not_a_number() -> None:
         from_api(_field("amount", "currency"), "abc")
     with pytest.raises(ValueTypeError, match=r"not a number$"):
         to_api(_field("leadId", "integer"), "abc")
+
+
+def test_advertised_defaults_are_the_defaults_in_force() -> None:
+    """--about shows every default the settings apply (README: 20 s window, 300 s of retries)."""
+    import dataclasses
+
+    from marketo_api import SETTINGS_JSON_SCHEMA
+
+    in_force = {
+        f.name: f.default for f in dataclasses.fields(MarketoSettings) if f.default is not dataclasses.MISSING
+    }
+    advertised = SETTINGS_JSON_SCHEMA["properties"]
+    shared = set(in_force) & set(advertised)
+    assert {"rate_window_seconds", "max_retry_seconds", "max_calls_per_20s", "daily_call_budget"} <= shared
+    for name in shared:
+        assert advertised[name].get("default") == in_force[name], name
+    assert (advertised["rate_window_seconds"]["default"], advertised["max_retry_seconds"]["default"]) == (
+        20,
+        300,
+    )
+    settings = MarketoSettings.from_config(
+        {
+            "base_url": "https://x.mktorest.com",
+            "client_id": "i",
+            "client_secret": "s",
+            "rate_window_seconds": None,
+        }
+    )
+    assert settings.rate_window_seconds == 20.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -219,6 +220,7 @@ def test_quota_stop_exits_1_after_writing_the_state(sandbox: Sandbox, tmp_path: 
     stopped = _run([*command(), "--config", str(config_file), "--catalog", str(catalog_file)], timeout=120)
     assert stopped.returncode == 1
     assert "Stopped early: Marketo's daily API quota is used up (error 607" in stopped.stderr
+    assert "Traceback" not in stopped.stderr  # a clean stop, already explained
     last = messages(stopped.stdout)[-1]
     assert last["type"] == "STATE"
     assert last["value"]["bookmarks"]["key_batches"]["checkpoint"]["batches_done"] >= 1
@@ -235,3 +237,39 @@ def test_config_errors_never_print_the_client_secret(tmp_path: Path, mode: list[
     assert result.returncode == 1
     assert "987654321" not in result.stdout + result.stderr
     assert "<redacted> is not of type 'string' in config['client_secret']" in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["discover", "sync"])
+def test_refused_credentials_are_one_clear_line(sandbox: Sandbox, tmp_path: Path, mode: str) -> None:
+    good = {**sandbox.connection_settings(), "lead_ids": [1]}
+    config = write_json(tmp_path / "config.json", {**good, "client_secret": "wrong-secret-4711"})
+    args = ["--discover"]
+    if mode == "sync":
+        discovered = _run(
+            [*command(), "--config", str(write_json(tmp_path / "good.json", good)), *args], timeout=60
+        )
+        catalog = select(json.loads(discovered.stdout), ["opportunities"])
+        args = ["--catalog", str(write_json(tmp_path / "catalog.json", catalog))]
+    result = _run([*command(), "--config", str(config), *args], timeout=60)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1
+    assert "HTTP 401 invalid_client" in errors[0]
+    assert "check client_id and client_secret" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "wrong-secret-4711" not in result.stdout + result.stderr
+
+
+def test_unreachable_base_url_fails_at_once_naming_the_host(tmp_path: Path) -> None:
+    with socket.socket() as holder:  # bound, not listening: connections are refused
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        config = write_json(
+            tmp_path / "config.json",
+            {"base_url": f"http://127.0.0.1:{port}", "client_id": "i", "client_secret": "s", "lead_ids": [1]},
+        )
+        result = _run([*command(), "--config", str(config), "--discover"], timeout=60)
+    assert result.returncode == 1
+    assert f"cannot reach Marketo at http://127.0.0.1:{port}: connection refused" in result.stderr
+    assert "retrying" not in result.stderr
+    assert "Traceback" not in result.stderr

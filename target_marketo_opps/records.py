@@ -8,6 +8,7 @@ is rejected.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,7 +24,7 @@ from marketo_api import (
     max_length,
     to_api,
 )
-from marketo_api.datatypes import STRING_TYPES
+from marketo_api.datatypes import STRING_TYPES, parse_datetime
 
 SYNC = "sync"
 DELETE = "delete"
@@ -72,6 +73,9 @@ class Item:
     attempts: int = 0
     sent_epoch: int = -1  # opportunity writes applied when this item was last sent
     last_outcome: Outcome | None = None
+    line: int | None = None  # input line of its RECORD (or BATCH) message
+    batch_file: str | None = None  # for a record read from a BATCH message: the file and its line
+    batch_line: int | None = None
 
     @property
     def opportunity_id(self) -> str | None:
@@ -100,6 +104,43 @@ class Outcome:
 
     def has_reason(self, code: str) -> bool:
         return any(r.code == code for r in self.reasons)
+
+
+DELETED_AT = "_sdc_deleted_at"
+_OFFSET = re.compile(r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$")
+
+
+def deletion(value: Any) -> tuple[bool, str | None]:
+    """Whether `_sdc_deleted_at` asks for a delete, or why the value cannot be read as either.
+
+    Only a timestamp (or `true`) deletes; null, "" and `false` do not. Anything else (`0`, `1`,
+    "yes", a malformed time) could mean either, so the record is rejected rather than guessed at.
+    """
+    if value is None or value is False or (isinstance(value, str) and not value.strip()):
+        return False, None
+    if value is True:
+        return True, None
+    if isinstance(value, str):
+        try:
+            parse_datetime(value)
+        except ValueError as exc:
+            return False, f"field '{DELETED_AT}' is {value!r}, not a timestamp: {exc}"
+        return True, None
+    return False, (
+        f"field '{DELETED_AT}' is {_plain(value)!r}; only a timestamp (or true) marks a delete, and "
+        "null or false an upsert"
+    )
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """True for a string JSON can carry but UTF-8 (and so Marketo) cannot: half a surrogate pair."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def sync_envelope_bytes(action: str, dedupe_by: str) -> int:
@@ -173,7 +214,9 @@ class PayloadBuilder:
         *,
         deleted: bool,
         schema_error: str | None = None,
+        invalid_value: str | None = None,
     ) -> Item:
+        """`invalid_value` (e.g. an unreadable `_sdc_deleted_at`) rejects the record with that reason."""
         key = self._key(record)
         if deleted:
             item = Item(seq, stream, self.obj, DELETE, DELETE_ACTION, "dedupeFields", key)
@@ -181,6 +224,8 @@ class PayloadBuilder:
             item = Item(seq, stream, self.obj, SYNC, self.action, self.dedupe_by, key)
         if schema_error is not None:
             return self._reject(item, INVALID_RECORD, schema_error)
+        if invalid_value is not None:
+            return self._reject(item, INVALID_VALUE, invalid_value)
         if deleted:
             return self._build_delete(item, record)
         return self._build_sync(item, record)
@@ -207,6 +252,8 @@ class PayloadBuilder:
                 payload[name] = None
                 continue
             if plain_string and type(value) is str:
+                if not value.isascii() and has_lone_surrogate(value):
+                    return self._reject(item, INVALID_VALUE, _surrogate_message(name))
                 converted: Any = value  # `to_api` returns strings of string types unchanged
             else:
                 converted = self._convert(item, fdesc, value)
@@ -224,7 +271,11 @@ class PayloadBuilder:
             return self._reject(item, MISSING_KEY, self._missing_message(missing, record))
         if self._has_name:
             if "name" in payload and _blank(payload["name"]):
-                return self._reject(item, NAME_REQUIRED, "field 'name' is null; Marketo requires a name")
+                return self._reject(
+                    item,
+                    NAME_REQUIRED,
+                    f"field 'name' is {_absence(record, 'name')}; Marketo requires a name",
+                )
             if "name" not in payload and self.action == "createOnly":
                 return self._reject(
                     item, NAME_REQUIRED, "field 'name' is missing; Marketo requires a name to create"
@@ -296,6 +347,11 @@ class PayloadBuilder:
         return fdesc, fdesc.data_type in STRING_TYPES, max_length(fdesc)
 
     def _convert(self, item: Item, fdesc: FieldDescription, value: Any) -> Any:
+        if isinstance(value, str):
+            problem = self._string_problem(fdesc, value)
+            if problem is not None:
+                self._reject(item, INVALID_VALUE, f"field '{fdesc.name}' ({fdesc.data_type}): {problem}")
+                return None
         try:
             converted = to_api(fdesc, value)
         except ValueTypeError as exc:
@@ -311,6 +367,36 @@ class PayloadBuilder:
             return None
         return converted
 
+    def _string_problem(self, fdesc: FieldDescription, value: str) -> str | None:
+        """What `to_api` would let through silently: a lone surrogate, a date with a junk time.
+
+        Also warns once per field when datetimes come without an offset (they are taken as UTC).
+        """
+        if has_lone_surrogate(value):
+            return "contains a lone UTF-16 surrogate, which is not valid Unicode text"
+        if fdesc.data_type not in ("date", "datetime"):
+            return None
+        text = value.strip()
+        if fdesc.data_type == "date":
+            if "T" in text or " " in text:  # `to_api` keeps only the date: the rest must be a time
+                try:
+                    parse_datetime(text)
+                except ValueError as exc:
+                    return f"cannot write {value!r} as date: {exc}"
+            return None
+        if len(text) >= 10 and not _OFFSET.search(text[10:]):
+            try:
+                parse_datetime(text)
+            except ValueError:
+                return None  # `to_api` rejects it with its own reason
+            self._warn_once(
+                fdesc.name,
+                "naive",
+                f"Field {fdesc.name!r} has datetimes without a UTC offset (e.g. {value!r}); they are "
+                "written as UTC",
+            )
+        return None
+
     def _key(self, record: Mapping[str, Any]) -> dict[str, Any]:
         key: dict[str, Any] = {}
         for name in self.dedupe_fields:
@@ -320,7 +406,7 @@ class PayloadBuilder:
         return key
 
     def _missing_message(self, missing: list[str], record: Mapping[str, Any], *, plain: bool = False) -> str:
-        parts = [f"'{n}' is {'null' if n in record else 'missing'}" for n in missing]
+        parts = [f"'{n}' is {_absence(record, n)}" for n in missing]
         text = ", ".join(parts) if parts else "no key field is set"
         if plain:
             return text
@@ -336,6 +422,17 @@ class PayloadBuilder:
             return
         self._warned.add((name, kind))
         self.logger.warning("%s", message)
+
+
+def _absence(record: Mapping[str, Any], name: str) -> str:
+    """How a key field is missing: 'missing', 'null' or 'blank' (empty or whitespace only)."""
+    if name not in record:
+        return "missing"
+    return "null" if record[name] is None else "blank"
+
+
+def _surrogate_message(name: str) -> str:
+    return f"field '{name}' contains a lone UTF-16 surrogate, which is not valid Unicode text"
 
 
 def _blank(value: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import json
 import os
@@ -10,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from .records import DELETE_ACTION, TARGET_REASON_LABELS, Item, Outcome
+from .records import DELETE_ACTION, TARGET_REASON_LABELS, Item, Outcome, has_lone_surrogate
 
 EXAMPLES_PER_REASON = 5
 
@@ -35,6 +36,19 @@ class _ReasonGroup:
     message: str
     count: int = 0
     examples: list[str] = field(default_factory=list)
+
+
+class ResultsFileError(Exception):
+    """The results file cannot be opened or written (names the path, never record data)."""
+
+
+def encode_line(line: dict[str, object]) -> bytes:
+    """One JSONL line in UTF-8; a lone surrogate (valid JSON input, invalid UTF-8) is escaped."""
+    text = json.dumps(line, ensure_ascii=False, default=str)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(line, default=str) + "\n").encode("ascii")
 
 
 _run_id_lock = threading.Lock()
@@ -89,6 +103,8 @@ class ResultsLog:
             group.count += 1
             if len(group.examples) < EXAMPLES_PER_REASON:
                 key = json.dumps(item.key, separators=(",", ":"), ensure_ascii=False, default=str)
+                if has_lone_surrogate(key):  # would break the log handler's UTF-8 encoding
+                    key = json.dumps(item.key, separators=(",", ":"), default=str)
                 group.examples.append(f"{item.stream} {key}")
         if self.path and not self._closed:
             line = {
@@ -102,12 +118,28 @@ class ResultsLog:
                 "marketoGUID": outcome.marketo_guid,
                 "reasons": [{"code": r.code, "message": r.message} for r in outcome.reasons],
                 "note": outcome.note,
+                "line": item.line,
+                "batch": None
+                if item.batch_file is None
+                else {"file": item.batch_file, "line": item.batch_line},
             }
-            data = (json.dumps(line, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+            data = encode_line(line)
             self._pending.append(data)
             self._pending_bytes += len(data)
             if self._pending_bytes >= self.WRITE_THRESHOLD:
                 self._write_pending()
+
+    def open(self) -> None:
+        """Open the file now (at the start of a run), so an unwritable `results_path` stops the run
+        before any record is sent."""
+        if not self.path or self._closed:
+            return
+        try:
+            self._open()
+        except OSError as exc:
+            raise ResultsFileError(
+                f"results_path {self.path!r} cannot be opened for appending: {exc.strerror or exc}"
+            ) from exc
 
     def _open(self) -> BinaryIO:
         """The file, opened for appending when the run first writes to it."""
@@ -119,14 +151,25 @@ class ResultsLog:
         return self._file
 
     def _write_pending(self) -> None:
+        """Append the buffered lines; on failure the file is cut back to whole lines and the
+        lines stay buffered, so a later sync (or the next run's repair) finds no partial line."""
         if not self._pending:
             return
         data = memoryview(b"".join(self._pending))
-        self._pending, self._pending_bytes = [], 0
         handle = self._open()
-        while data:
-            written = handle.write(data)
-            data = data[written or 0 :]
+        start = handle.seek(0, os.SEEK_END)
+        try:
+            while data:
+                written = handle.write(data)
+                data = data[written or 0 :]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                handle.truncate(start)
+            raise ResultsFileError(
+                f"cannot write to results_path {self.path!r}: {exc.strerror or exc}; "
+                f"{len(self._pending)} outcomes are not recorded and no STATE covers them"
+            ) from exc
+        self._pending, self._pending_bytes = [], 0
         self._dirty = True
 
     def sync(self) -> None:
@@ -140,14 +183,16 @@ class ResultsLog:
         """Write, fsync and close; with `create`, a run without records still creates the file."""
         if self._closed:
             return
-        if self.path and create:
-            self._open()
-        if self._file is not None or self._pending:
-            self.sync()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self._closed = True
+        try:
+            if self.path and create:
+                self._open()
+            if self._file is not None or self._pending:
+                self.sync()
+        finally:
+            self._closed = True
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
     def summary_lines(self) -> list[str]:
         lines: list[str] = []

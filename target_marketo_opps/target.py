@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import gzip
+import json
 import sys
 import typing as t
-from collections.abc import Sequence
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from pathlib import PurePath
 
 from singer_sdk import Target
+from singer_sdk.exceptions import InvalidJSONSchema, RecordsWithoutSchemaException
+from singer_sdk.io_base import SingerReader
 from singer_sdk.mapper import RemoveRecordTransform
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+from singer_sdk.singerlib.json import deserialize_json
+from upath import UPath
 
 from marketo_api import (
     CrmSyncEnabledError,
@@ -18,12 +28,13 @@ from marketo_api import (
     MarketoError,
     MarketoObject,
     ObjectDescription,
+    Reason,
 )
 from marketo_singer import ConnectorConfigValidation
 
 from .dryrun import DryRunCoordinator
-from .records import PayloadBuilder
-from .results import ResultsLog
+from .records import INVALID_RECORD, SYNC, Item, PayloadBuilder, deletion
+from .results import ResultsFileError, ResultsLog
 from .settings import DEFAULT_STREAM_OBJECTS, TargetSettings, config_errors, config_jsonschema
 from .sinks import DiscardSink, MarketoSink
 from .writer import BatchSender, Coordinator, WriteCoordinator, crm_error
@@ -34,6 +45,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from singer_sdk import about
     from singer_sdk.singerlib.encoding.base import GenericSingerReader
     from singer_sdk.sinks import Sink
 
@@ -50,6 +62,115 @@ class TooManyRejectionsError(TargetRunError):
     """More failed records than `max_rejections`; raised after everything was written."""
 
 
+class InputLineError(TargetRunError):
+    """Input the target cannot read; the message names the input line."""
+
+
+class BatchFileError(Exception):
+    """A BATCH message's file cannot be read (the reader adds the input line)."""
+
+
+#: Errors that mean the input is wrong rather than the target or Marketo: reported with the input
+#: line and without a traceback.
+_SDK_INPUT_ERRORS = (InvalidInputLine, RecordsWithoutSchemaException, InvalidJSONSchema, UnknownStreamError)
+_INPUT_ERRORS = (BatchFileError, KeyError, TypeError, ValueError)
+_MESSAGE_TYPES = ("SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH")
+
+#: `--about` text of singer-sdk's built-in `load_method`, which this target does not use.
+LOAD_METHOD_DESCRIPTION = (
+    "singer-sdk built-in, without effect in this target: records are written as the action setting "
+    "says (createOrUpdate, createOnly or updateOnly) and deleted when _sdc_deleted_at holds a timestamp."
+)
+
+
+class NumberedReader(SingerReader):
+    """singer-sdk's reader, counting input lines so every fatal input error can name its line.
+
+    Also accepts a UTF-8 byte order mark before the first message and skips blank lines.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.line_number = 0
+        #: Called before the first line is read, and when reading stops with an exception.
+        self.on_start: t.Callable[[], None] | None = None
+        self.on_failure: t.Callable[[], None] | None = None
+
+    @override
+    def process_lines(
+        self, file_input: t.IO[str] | None, callbacks: dict[str, t.Callable[[dict], None]]
+    ) -> t.Counter[str]:
+        if self.on_start is not None:
+            self.on_start()
+        try:
+            return self._process_lines(file_input, callbacks)
+        except BaseException:
+            if self.on_failure is not None:
+                self.on_failure()
+            raise
+
+    def _process_lines(
+        self, file_input: t.IO[str] | None, callbacks: dict[str, t.Callable[[dict], None]]
+    ) -> t.Counter[str]:
+        stats: dict[str, int] = defaultdict(int)
+        lines = iter(file_input or self.default_input)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except UnicodeDecodeError as exc:
+                raise InputLineError(
+                    f"Input line {self.line_number + 1} is not UTF-8 text ({exc.reason})"
+                ) from exc
+            self.line_number += 1
+            if self.line_number == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            if not line.strip():
+                continue
+            self._current_message = line
+            message = self._parse(line)
+            kind = message["type"]
+            self._dispatch(callbacks, kind, message)
+            stats[kind] += 1
+        return Counter(**stats)
+
+    def _parse(self, line: str) -> dict:
+        try:
+            message = deserialize_json(line)
+        except ValueError as exc:
+            detail = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
+            raise InputLineError(f"Input line {self.line_number} is not valid JSON: {detail}") from None
+        if not isinstance(message, dict):
+            raise InputLineError(
+                f"Input line {self.line_number} is a JSON {type(message).__name__}, not a Singer message"
+            )
+        kind = message.get("type")
+        if kind not in _MESSAGE_TYPES:
+            what = "has no 'type'" if kind is None else f"has an unknown message type {kind!r}"
+            raise InputLineError(
+                f"Input line {self.line_number} {what}; expected one of {', '.join(_MESSAGE_TYPES)}"
+            )
+        return message
+
+    def _dispatch(self, callbacks: dict[str, t.Callable[[dict], None]], kind: str, message: dict) -> None:
+        callback = callbacks.get(kind)
+        if callback is None:
+            self._process_unknown_message(message)
+            return
+        try:
+            callback(message)
+        except _SDK_INPUT_ERRORS as exc:
+            # Same exception (callers and singer-sdk's tests expect its type), with the line.
+            exc.args = (f"Input line {self.line_number} ({kind}): {exc}", *exc.args[1:])
+            raise
+        except (TargetRunError, MarketoError, ResultsFileError):
+            raise
+        except _INPUT_ERRORS as exc:
+            text = str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"
+            raise InputLineError(f"Input line {self.line_number} ({kind}): {text}") from exc
+
+
 class TargetMarketoOpps(ConnectorConfigValidation, Target):
     """Writes Adobe Marketo Engage Opportunities and Opportunity Roles (sync and delete).
 
@@ -63,6 +184,7 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
     package_name = "marketo-opps"
     config_jsonschema: t.ClassVar[dict] = config_jsonschema()
     default_sink_class = MarketoSink
+    message_reader_class = NumberedReader
 
     #: The client to build (tests substitute a subclass that still talks HTTP to the sandbox).
     client_class: t.ClassVar[type[MarketoClient]] = MarketoClient
@@ -96,6 +218,30 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
         self._builders: dict[MarketoObject, PayloadBuilder] = {}
         self._coordinator: Coordinator | None = None
         self._closed = False
+        self._batch_source: tuple[str, int] | None = None  # (file, line) of the record being read
+        if isinstance(self.message_reader, NumberedReader):
+            # An unwritable results_path stops the run before anything is sent; an input error
+            # still records every outcome known by then.
+            self.message_reader.on_start = self.results.open
+            self.message_reader.on_failure = self._stop
+
+    # ---- about ----------------------------------------------------------------------------
+
+    @classmethod
+    @override
+    def _get_about_info(cls) -> about.AboutInfo:
+        info = super()._get_about_info()
+        # One paragraph: singer-sdk's Markdown template dedents around it, so an indented
+        # docstring line would turn the rest of the page into a code block.
+        return dataclasses.replace(info, description=" ".join((cls.__doc__ or "").split()))
+
+    @classmethod
+    @override
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        super().append_builtin_config(config_jsonschema)
+        load_method = config_jsonschema["properties"].get("load_method")
+        if isinstance(load_method, dict):
+            load_method["description"] = LOAD_METHOD_DESCRIPTION
 
     # ---- configuration ------------------------------------------------------------------
 
@@ -197,13 +343,92 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
     ) -> None:
         """Called by the sinks for every record, in input order."""
         self._records_seen += 1
-        deleted_at = record.get("_sdc_deleted_at")
-        deleted = deleted_at is not None and deleted_at != ""
+        deleted, problem = deletion(record.get("_sdc_deleted_at"))
         with self._closing_on_error():
             item = self.builder(obj).build(
-                self._records_seen, stream_name, record, deleted=deleted, schema_error=schema_error
+                self._records_seen,
+                stream_name,
+                record,
+                deleted=deleted,
+                schema_error=schema_error,
+                invalid_value=problem,
             )
+            self._note_source(item)
             self.coordinator.accept(item)
+
+    def reject_unreadable(self, stream_name: str, obj: MarketoObject, message: str) -> None:
+        """A RECORD whose `record` is not a JSON object: rejected, naming where it came from."""
+        self._records_seen += 1
+        settings = self.settings
+        item = Item(self._records_seen, stream_name, obj, SYNC, settings.action, settings.dedupe_by, {})
+        self._note_source(item)
+        where = f"input line {item.line}"
+        if item.batch_file is not None:
+            where = f"batch file {item.batch_file} line {item.batch_line} (BATCH message on {where})"
+        item.rejection = Reason(code=INVALID_RECORD, message=f"{where}: {message}")
+        with self._closing_on_error():
+            self.coordinator.accept(item)
+
+    def _note_source(self, item: Item) -> None:
+        reader = self.message_reader
+        if isinstance(reader, NumberedReader):
+            item.line = reader.line_number
+        if self._batch_source is not None:
+            item.batch_file, item.batch_line = self._batch_source
+
+    # ---- messages -------------------------------------------------------------------------
+
+    @override
+    def _process_record_message(self, message_dict: dict) -> None:
+        record = message_dict.get("record")
+        if "record" in message_dict and not isinstance(record, dict):
+            self._reject_non_object(message_dict)
+            return
+        super()._process_record_message(message_dict)
+
+    def _reject_non_object(self, message_dict: dict) -> None:
+        self._assert_line_requires(message_dict, requires={"stream", "record"})
+        stream_name = message_dict["stream"]
+        if stream_name not in self.mapper.stream_maps:
+            self._assert_sink_exists(stream_name)
+        for stream_map in self.mapper.stream_maps[stream_name]:
+            if isinstance(stream_map, RemoveRecordTransform):
+                continue  # the stream is dropped by stream_maps
+            sink = self.get_sink(stream_map.stream_alias)
+            if isinstance(sink, MarketoSink):
+                kind = type(message_dict["record"]).__name__
+                what = {"list": "array", "str": "string", "NoneType": "null", "bool": "boolean"}.get(
+                    kind, kind
+                )
+                self.reject_unreadable(
+                    sink.stream_name, sink.marketo_object, f"'record' is a JSON {what}, not an object"
+                )
+
+    @override
+    def _process_batch_message(self, message_dict: dict) -> None:
+        """Records in BATCH files go the way of RECORD messages: same maps, checks and outcomes."""
+        self._assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
+        stream_name = message_dict["stream"]
+        compression = _batch_compression(message_dict["encoding"])
+        manifest = message_dict["manifest"]
+        if not isinstance(manifest, list) or not all(isinstance(f, str) for f in manifest):
+            raise BatchFileError("'manifest' must be a list of file URLs")
+        if stream_name not in self.mapper.stream_maps:
+            if self._dropped_by_stream_maps(stream_name):
+                # singer-sdk taps apply their own stream_maps to RECORD messages but not to BATCH
+                # ones, so a stream dropped there can still arrive here, without its SCHEMA.
+                self.logger.info(
+                    "BATCH message of stream %r ignored: stream_maps drops the stream", stream_name
+                )
+                return
+            self._assert_sink_exists(stream_name)
+        try:
+            for url in manifest:
+                for number, record in _batch_records(url, compression):
+                    self._batch_source = (url, number)
+                    self._process_record_message({"type": "RECORD", "stream": stream_name, "record": record})
+        finally:
+            self._batch_source = None
 
     def flush_all(self) -> None:
         """Send everything pending and wait for the answers (held roles settle at end of input)."""
@@ -211,14 +436,47 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
             with self._closing_on_error():
                 self._coordinator.checkpoint(final=self._end_of_input)
 
+    def _dropped_by_stream_maps(self, stream_name: str) -> bool:
+        maps = self.config.get("stream_maps") or {}
+        return isinstance(maps, dict) and stream_name in maps and maps[stream_name] in (None, "__NULL__")
+
     @contextlib.contextmanager
     def _closing_on_error(self) -> t.Iterator[None]:
-        """A failure ends the run: release threads, connections and the results file first."""
+        """A failure ends the run: record what is known, release threads, connections, the file."""
         try:
             yield
         except Exception:
-            self.close(create_results=False)
+            self._stop()
             raise
+
+    def _stop(self) -> None:
+        """After a failure: record the answers of calls in flight, then close (no new calls).
+
+        Called while the failure propagates; a second error on the way (say, the results file
+        still cannot be written) is logged unless it repeats the first.
+        """
+        if self._closed:
+            return
+        failure = sys.exc_info()[1]
+        reported = {str(failure)} if failure is not None else set()
+        coordinator = self._coordinator
+        abort = getattr(coordinator, "_abort", None)  # WriteCoordinator: waits for calls in flight
+        if abort is not None:
+            try:
+                abort(_Stopped(), None)
+            except _Stopped:
+                pass
+            except Exception as exc:
+                self._log_once(reported, exc)
+        try:
+            self.close(create_results=False)
+        except ResultsFileError as exc:
+            self._log_once(reported, exc)
+
+    def _log_once(self, reported: set[str], error: BaseException) -> None:
+        if str(error) not in reported:
+            reported.add(str(error))
+            self.logger.error("While recording the outcomes known so far: %s", error)
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -305,6 +563,50 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
     ) -> None:
         try:
             super().invoke(about=about, about_format=about_format, config=config, file_input=file_input)
-        except (TargetRunError, MarketoError) as exc:
+        except (TargetRunError, MarketoError, ResultsFileError, *_SDK_INPUT_ERRORS) as exc:
             cls.logger.error("%s", exc)  # one clear line, no traceback
             sys.exit(1)
+
+
+class _Stopped(Exception):
+    """Raised back by the coordinator's abort when the target stops it after its own error."""
+
+
+def _batch_compression(encoding: t.Any) -> str | None:
+    """The compression of a BATCH message's files; anything but JSONL (plain or gzip) is refused."""
+    if not isinstance(encoding, dict):
+        raise BatchFileError(f"'encoding' must be an object, got {encoding!r}")
+    file_format = encoding.get("format")
+    if file_format != "jsonl":
+        raise BatchFileError(
+            f"batch files in format {file_format!r} cannot be read; this target reads jsonl (plain or "
+            'gzip): set the tap\'s batch_config encoding to {"format": "jsonl"}'
+        )
+    compression = encoding.get("compression")
+    if compression in (None, "none"):
+        return None
+    if compression != "gzip":
+        raise BatchFileError(
+            f"batch files compressed with {compression!r} cannot be read; this target reads jsonl "
+            "plain or gzip"
+        )
+    return "gzip"
+
+
+def _batch_records(url: str, compression: str | None) -> Iterator[tuple[int, t.Any]]:
+    """(line number, parsed line) for every non-blank line of one batch file."""
+    number = 0
+    try:
+        with UPath(url).open("rb") as raw:
+            source = gzip.open(raw) if compression == "gzip" else raw  # noqa: SIM115 - closed with raw
+            for number, line in enumerate(source, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = deserialize_json(line)
+                except ValueError as exc:
+                    raise BatchFileError(f"batch file {url} line {number} is not valid JSON: {exc}") from None
+                yield number, record
+    except (OSError, EOFError, zlib.error) as exc:
+        where = f" at line {number + 1}" if number else ""
+        raise BatchFileError(f"batch file {url} cannot be read{where}: {exc}") from exc

@@ -251,3 +251,24 @@ def test_about_describes_every_setting() -> None:
     assert properties["action"]["enum"] == ["createOrUpdate", "createOnly", "updateOnly"]
     assert properties["max_rejections"]["default"] == 0
     assert "Opportunities" in about["description"]
+
+
+def test_about_markdown_starts_with_unindented_text() -> None:
+    done = subprocess.run(
+        [EXECUTABLE, "--about", "--format=markdown"], capture_output=True, text=True, check=True
+    )
+    head = done.stdout.split("## Settings")[0].splitlines()
+    assert head[0] == "# `target-marketo-opps`"
+    # Four leading spaces would make Markdown render the description as a code block.
+    assert [line for line in head if line.startswith("    ")] == []
+    assert any(line.startswith("Writes Adobe Marketo Engage Opportunities") for line in head)
+
+
+def test_about_says_load_method_has_no_effect() -> None:
+    done = subprocess.run(
+        [EXECUTABLE, "--about", "--format", "json"], capture_output=True, text=True, check=True
+    )
+    description = json.loads(done.stdout)["settings"]["properties"]["load_method"]["description"]
+    assert "without effect" in description
+    assert "upsert will update" not in description
+    assert "action setting" in description

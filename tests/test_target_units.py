@@ -219,9 +219,10 @@ def test_id_field_is_kept_for_update_only_by_id() -> None:
     ("action", "record", "code", "fragment"),
     [
         ("createOrUpdate", {"name": "n"}, MISSING_KEY, "'externalOpportunityId' is missing"),
-        ("createOrUpdate", {"externalOpportunityId": " ", "name": "n"}, MISSING_KEY, "is null"),
+        ("createOrUpdate", {"externalOpportunityId": " ", "name": "n"}, MISSING_KEY, "' is blank"),
+        ("createOrUpdate", {"externalOpportunityId": None, "name": "n"}, MISSING_KEY, "' is null"),
         ("createOrUpdate", {"externalOpportunityId": "X", "name": None}, NAME_REQUIRED, "null"),
-        ("updateOnly", {"externalOpportunityId": "X", "name": ""}, NAME_REQUIRED, "null"),
+        ("updateOnly", {"externalOpportunityId": "X", "name": ""}, NAME_REQUIRED, "'name' is blank"),
         ("createOnly", {"externalOpportunityId": "X"}, NAME_REQUIRED, "missing"),
         ("createOrUpdate", {"externalOpportunityId": "X", "name": "n" * 256}, TOO_LONG, "255"),
         ("createOrUpdate", {"externalOpportunityId": "X" * 51, "name": "n"}, TOO_LONG, "50"),
@@ -308,6 +309,8 @@ def test_results_file_lines_and_summary(tmp_path: Path) -> None:
         "marketoGUID": None,
         "reasons": [{"code": "1004", "message": "Opportunity not found"}],
         "note": None,
+        "line": None,
+        "batch": None,
     }
     summary = log.summary_lines()
     assert summary[0] == "Results for stream 'opportunities': skipped 7"

@@ -161,7 +161,9 @@ def _to_date(value: Any) -> dt.date:
     if isinstance(value, dt.date):
         return value
     text = str(value)
-    return dt.date.fromisoformat(text[:10]) if "T" in text else dt.date.fromisoformat(text)
+    # A datetime keeps its date as written, but only when all of it is a valid datetime:
+    # "2024-01-01Tjunk" is an error, not 2024-01-01.
+    return parse_datetime(text).date() if "T" in text else dt.date.fromisoformat(text)
 
 
 def parse_datetime(value: Any) -> dt.datetime:

@@ -212,6 +212,17 @@ def test_datetimes_are_read_as_one_utc_form() -> None:
     assert from_api(field, "2015-02-23T20:21:53+0200") == "2015-02-23T18:21:53+00:00"
 
 
+def test_a_date_given_as_a_datetime_must_be_a_whole_valid_datetime() -> None:
+    field = _field("closeDate", "date")
+    assert from_api(field, "2024-01-01T10:00:00Z") == "2024-01-01"
+    assert to_api(field, "2024-01-01T23:30:00-05:00") == "2024-01-01"  # the date as written
+    for junk in ("2024-01-01Tjunk", "2024-01-01T", "2024-01-01T25:00:00"):
+        with pytest.raises(ValueTypeError):
+            from_api(field, junk)
+        with pytest.raises(ValueTypeError):
+            to_api(field, junk)
+
+
 def test_integer_field_refuses_fraction() -> None:
     with pytest.raises(ValueTypeError, match="whole number"):
         from_api(_field("n", "integer"), "1.5")

@@ -42,6 +42,18 @@ previous bookmark in place, which is what its resumption must filter with. The s
 cap of the promoted bookmark) is the start time of the *first* run of a resumed sequence,
 stored in the checkpoint: records updated after that moment in batches already done would
 otherwise be skipped forever.
+
+Round trips that go quiet
+-------------------------
+The bookmark is inclusive (records updated at or after it are emitted) because Marketo's
+`updatedAt` has whole seconds: a record changed again within the bookmark's second, after the
+run that set the bookmark read it, would be lost by a strict `>`. An inclusive bookmark alone
+re-emits the bookmark second's records every run, so a finished run also stores, for that
+second only, each such record's `marketoGUID` with a digest of its emitted values
+(`bookmarks.<stream>.at_bookmark`). The next run skips a record only when its `updatedAt` is
+that second *and* its digest is the stored one, i.e. it is exactly the record already emitted.
+Any change gives another digest and is emitted; a record missing from the set is emitted again
+(a duplicate, never a loss). See `BookmarkSecond`.
 """
 
 from __future__ import annotations
@@ -93,6 +105,7 @@ KEY_BATCHES = "key_batches"
 
 CHECKPOINT = "checkpoint"
 CHECKPOINT_VERSION = 1
+AT_BOOKMARK = "at_bookmark"  # stream state: the records emitted at the bookmark's second
 
 
 class SyncStoppedError(Exception):
@@ -111,6 +124,10 @@ class SyncRun:
     unreadable: dict[tuple[str, str], int] = field(default_factory=dict)
     queries: QueryCount = field(default_factory=QueryCount)
     keys: int = 0  # keys whose batches were queried this run
+    # exactly the records emitted at the bookmark's second by the run that saved it: not again
+    unchanged: dict[str, int] = field(default_factory=dict)
+    read: dict[str, int] = field(default_factory=dict)  # records Marketo returned, per stream
+    newest: dict[str, dt.datetime] = field(default_factory=dict)  # the newest updatedAt read
 
     def count(self, counter: dict[str, int], stream: str) -> None:
         counter[stream] = counter.get(stream, 0) + 1
@@ -247,6 +264,9 @@ class KeyBatchesStream(Stream):
                 if not dry_run:
                     following = sources[index + 1].name if index + 1 < len(sources) else None
                     self._save_checkpoint(fingerprint, started_at, index + 1, following, 0)
+        for child in children.values():
+            if child.selected:
+                child.log_bookmark_outcome()
         if not dry_run:
             self.stream_state.pop(CHECKPOINT, None)
             tap.state_writer.write_state(tap.state)
@@ -345,6 +365,7 @@ class MarketoRecordStream(Stream):
         self.replication_key = replication_key
         self._coercer = RecordCoercer(name, schema, tap.sync_run.unreadable, self.logger)
         self._fields: tuple[str, ...] | None = None
+        self._second: BookmarkSecond | None = None
 
     def requested_fields(self) -> tuple[str, ...]:
         """The selected properties: what the query asks for and every record carries."""
@@ -369,12 +390,20 @@ class MarketoRecordStream(Stream):
         fields = self.requested_fields()
         since = self._since(context)
         key = self.replication_key
+        second = self._bookmark_second(since)
         for raw in batch.records(self.marketo_object):
             record = self._coercer.coerce(raw, fields)
-            if since is not None and key is not None:
-                value = record.get(key)
-                if value is not None and dt.datetime.fromisoformat(value) < since:
+            run.count(run.read, self.name)
+            value = record.get(key) if key is not None and second is not None else None
+            if second is not None and value is not None:
+                moment = dt.datetime.fromisoformat(value)
+                if self.name not in run.newest or moment > run.newest[self.name]:
+                    run.newest[self.name] = moment
+                if since is not None and moment < since:
                     run.count(run.filtered, self.name)
+                    continue
+                if second.seen(moment, record):
+                    run.count(run.unchanged, self.name)
                     continue
             run.count(run.emitted, self.name)
             yield record
@@ -384,6 +413,72 @@ class MarketoRecordStream(Stream):
         if self.replication_method != REPLICATION_INCREMENTAL or not self.is_timestamp_replication_key:
             return None
         return self.get_starting_timestamp(context)
+
+    def _bookmark_second(self, since: dt.datetime | None) -> BookmarkSecond | None:
+        """This run's tracker of the bookmark second (None when the stream is not incremental)."""
+        incremental = self.replication_method == REPLICATION_INCREMENTAL and self.is_timestamp_replication_key
+        if self._second is None and incremental:
+            saved = self.stream_state.get(AT_BOOKMARK)
+            bookmark = self.stream_state.get("replication_key_value")
+            # Only the set saved with this very bookmark, and only when the run filters by it.
+            usable = (
+                isinstance(saved, Mapping)
+                and _same_moment(saved.get("updatedAt"), bookmark)
+                and since is not None
+                and _same_moment(bookmark, since.isoformat())
+            )
+            signpost = self._owner.sync_run.signpost
+            self._second = BookmarkSecond(
+                since=since,
+                saved=saved if usable else None,
+                limit=_parse_moment(signpost) if signpost else None,
+            )
+        return self._second
+
+    def finalize_state_progress_markers(self, state: dict | None = None) -> None:
+        """At the end of a finished run: promote the bookmark (SDK), then store its second's records."""
+        super().finalize_state_progress_markers(state)
+        if state or self._second is None:
+            return
+        bookmark = self.stream_state.get("replication_key_value")
+        at_bookmark = self._second.state_for(bookmark)
+        if at_bookmark is None:
+            self.stream_state.pop(AT_BOOKMARK, None)
+        else:
+            self.stream_state[AT_BOOKMARK] = at_bookmark
+        self._owner.state_writer.write_state(self._owner.state)
+
+    def log_bookmark_outcome(self) -> None:
+        """Say what the bookmark did; warn when it is newer than every record read (a reset instance)."""
+        run = self._owner.sync_run
+        unchanged = run.unchanged.get(self.name, 0)
+        if unchanged:
+            self.logger.info(
+                "%s: %s records unchanged since the run that saved the bookmark (same updatedAt second, "
+                "same values) were not emitted again",
+                self.name,
+                f"{unchanged:,}",
+            )
+        bookmark = self.stream_state.get("replication_key_value")
+        newest = run.newest.get(self.name)
+        if bookmark is None or newest is None or self._second is None:
+            return
+        try:
+            saved = _parse_moment(str(bookmark))
+        except ValueError:
+            return
+        if newest < saved and not run.emitted.get(self.name):
+            self.logger.warning(
+                "%s: the saved bookmark (updatedAt %s) is newer than every one of the %s records read "
+                "this run (the newest was updated at %s), so none was emitted. If the Marketo instance "
+                "was reset or restored, or this state belongs to another instance, run once with "
+                "--full-refresh (meltano run --full-refresh ...; outside Meltano: without --state) to read "
+                "everything again.",
+                self.name,
+                bookmark,
+                f"{run.read.get(self.name, 0):,}",
+                newest.isoformat(),
+            )
 
 
 class _FieldsStream(Stream):
@@ -448,7 +543,70 @@ class OpportunityRoleFieldsStream(_FieldsStream):
             yield field_record(description, described.name, None, with_schema_api=False)
 
 
+class BookmarkSecond:
+    """The records at the newest `updatedAt` second of a run, and those its predecessor saved.
+
+    `saved` is the `at_bookmark` state of the run that set the current bookmark: {"updatedAt": the
+    bookmark, "records": {marketoGUID: digest}}. `seen` tells whether a record is exactly one of
+    those (same second as the bookmark `since`, same digest of every emitted value) and tracks the newest
+    second up to `limit` (the signpost, which caps the next bookmark) for `state_for`.
+    """
+
+    def __init__(
+        self, *, since: dt.datetime | None, saved: Mapping[str, Any] | None, limit: dt.datetime | None
+    ) -> None:
+        self._since = since
+        records = saved.get("records") if saved else None
+        self._saved: Mapping[str, str] = records if isinstance(records, Mapping) else {}
+        self._limit = limit
+        self._at: dt.datetime | None = None
+        self._records: dict[str, str] = {}
+
+    def seen(self, moment: dt.datetime, record: Mapping[str, Any]) -> bool:
+        """Whether `record` (updated at `moment`, not before `since`) was emitted by the saving run."""
+        guid = record.get("marketoGUID")
+        if not isinstance(guid, str):
+            return False
+        if self._limit is not None and moment > self._limit:
+            return False  # cannot be the next bookmark's second
+        if self._at is not None and moment < self._at:
+            # Older than the newest second so far: not tracked; skippable only at the saved second.
+            return moment == self._since and self._saved.get(guid) == _digest(record)
+        digest = _digest(record)
+        if self._at is None or moment > self._at:
+            self._at, self._records = moment, {}
+        self._records[guid] = digest
+        return moment == self._since and self._saved.get(guid) == digest
+
+    def state_for(self, bookmark: Any) -> dict[str, Any] | None:
+        """The `at_bookmark` state for the promoted bookmark, or None if this run saw no record at it."""
+        if self._at is None or bookmark is None or not _same_moment(self._at.isoformat(), bookmark):
+            return None
+        return {"updatedAt": bookmark, "records": dict(sorted(self._records.items()))}
+
+
 # ---- helpers ---------------------------------------------------------------------------------
+
+
+def _digest(record: Mapping[str, Any]) -> str:
+    """A digest of every emitted value (128 bits: a collision would skip a changed record)."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _same_moment(left: Any, right: Any) -> bool:
+    """Two ISO timestamps name the same instant (they may differ in form, e.g. Z and +00:00)."""
+    if not isinstance(left, str) or not isinstance(right, str):
+        return False
+    try:
+        return _parse_moment(left) == _parse_moment(right)
+    except ValueError:
+        return False
+
+
+def _parse_moment(text: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _requested(stream: MarketoRecordStream | None) -> tuple[str, ...] | None:

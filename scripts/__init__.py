@@ -1,0 +1,1 @@
+"""Project scripts: the local PostgreSQL of the tests and the demo."""

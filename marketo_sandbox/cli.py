@@ -10,7 +10,15 @@ import tempfile
 import threading
 from types import FrameType
 
-from .config import MISSING_OPPORTUNITY_ANSWERS, Fault, RecordFault, SandboxConfig
+from .config import (
+    LEGACY_PARAM_AUTH_MODES,
+    MISSING_OPPORTUNITY_ANSWERS,
+    QUERY_FIELDS_ADDED,
+    SALES_PERSON_CHECKS,
+    Fault,
+    RecordFault,
+    SandboxConfig,
+)
 from .sandbox import Sandbox
 
 
@@ -71,6 +79,36 @@ def build_parser() -> argparse.ArgumentParser:
         default="1004",
         help="skip code of a role whose opportunity does not exist (Marketo's docs do not say)",
     )
+    g.add_argument(
+        "--sales-person-check",
+        choices=sorted(SALES_PERSON_CHECKS),
+        default=None,
+        help="externalSalesPersonId must name a seeded sales person; an unknown one gets 718 "
+        "for the whole call (response) or for its record (record)",
+    )
+    g = p.add_argument_group("unverified Marketo behaviours (the defaults are the strictest)")
+    g.add_argument("--filter-case-insensitive", action="store_true", help="string filters ignore case")
+    g.add_argument(
+        "--filter-values-trimmed", action="store_true", help="drop whitespace around filterValues commas"
+    )
+    g.add_argument(
+        "--legacy-param-auth",
+        choices=sorted(LEGACY_PARAM_AUTH_MODES),
+        default="refused",
+        help="what an access_token query parameter gets",
+    )
+    g.add_argument(
+        "--query-fields-added",
+        choices=sorted(QUERY_FIELDS_ADDED),
+        default="idField",
+        help="what a query with fields returns besides them",
+    )
+    g.add_argument(
+        "--spec-complete",
+        action="store_true",
+        help="every member the Swagger spec marks required, also where the doc examples omit it",
+    )
+    g = p.add_argument_group("switches")
     g.add_argument("--trailing-empty-page", action="store_true")
     g.add_argument("--no-more-result", action="store_true", help="never emit moreResult")
     g.add_argument("--no-gzip", action="store_true")
@@ -106,6 +144,12 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         emit_more_result=not args.no_more_result,
         trailing_empty_page=args.trailing_empty_page,
         gzip=not args.no_gzip,
+        sales_person_check=args.sales_person_check,
+        filter_case_sensitive=not args.filter_case_insensitive,
+        filter_values_trimmed=args.filter_values_trimmed,
+        legacy_param_auth=args.legacy_param_auth,
+        query_fields_added=args.query_fields_added,
+        spec_complete=args.spec_complete,
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +60,25 @@ MISSING_OPPORTUNITY_ANSWERS = {
     "1013": "Object not found",
     "1003": "Invalid value for field 'externalOpportunityId': '{ext}'",
 }
+
+#: Values of :attr:`SandboxConfig.legacy_param_auth`: what a REST call with an ``access_token``
+#: query parameter (or ``_method=GET`` form field) gets. Marketo announced the parameter's removal.
+LEGACY_PARAM_AUTH_MODES = frozenset({"refused", "ignored", "accepted"})
+
+#: Values of :attr:`SandboxConfig.query_fields_added`: what a query with ``fields`` returns besides
+#: the requested fields and ``seq``. The spec requires ``marketoGUID`` on every result.
+QUERY_FIELDS_ADDED = {
+    "idField": ("idField",),
+    "keys": ("idField", "dedupeFields"),
+    "defaults": ("idField", "dedupeFields", "createdAt", "updatedAt"),
+}
+
+#: Values of :attr:`SandboxConfig.sales_person_check` (``None``: not checked). The docs list 718
+#: "ExternalSalesPersonID not found" without saying whether it is response- or record-level.
+SALES_PERSON_CHECKS = frozenset({"response", "record"})
+
+#: Environment variable whose JSON object changes the defaults of :meth:`SandboxConfig.small`.
+VARIANT_ENV = "MARKETO_SANDBOX_VARIANT"
 
 #: Record-level transient skip reasons :class:`RecordFault` can inject, with Marketo's messages.
 RECORD_FAULT_MESSAGES = {
@@ -304,6 +325,9 @@ class SandboxConfig:
     heavy_leads: int = 1
     heavy_lead_roles: int = 350
     include_doc_examples: bool = True
+    # externalSalesPersonId as a reference to known sales persons (the seeded SP-nn): an unknown one
+    # gets 718 at response level ("response") or per record ("record"); None: a plain string.
+    sales_person_check: str | None = None
     custom_fields: list[CustomField] = field(default_factory=_default_custom_fields)
     # limits
     rate_limit: int | None = 100
@@ -323,6 +347,14 @@ class SandboxConfig:
     emit_more_result: bool = True
     trailing_empty_page: bool = False
     gzip: bool = True
+    # Unverified Marketo behaviours a connector may depend on; the defaults are the strictest.
+    filter_case_sensitive: bool = True  # False: string filter values match case-insensitively
+    filter_values_trimmed: bool = False  # True: whitespace around the commas of filterValues is dropped
+    legacy_param_auth: str = "refused"  # or "ignored" (beside a valid header) or "accepted"
+    query_fields_added: str = "idField"  # or "keys" or "defaults" (see QUERY_FIELDS_ADDED)
+    # Every member the spec marks required, even where the docs' examples leave it out (errors and
+    # warnings on success, result on failure, describe's apiName/pluralName/..., description "").
+    spec_complete: bool = False
 
     def __post_init__(self) -> None:
         for name in ("leads", "opportunities", "roles_per_opportunity", "heavy_leads", "heavy_lead_roles"):
@@ -339,6 +371,18 @@ class SandboxConfig:
                 f"missing_opportunity_code must be one of {sorted(MISSING_OPPORTUNITY_ANSWERS)}, "
                 f"not {self.missing_opportunity_code!r}"
             )
+        choices = (
+            ("legacy_param_auth", LEGACY_PARAM_AUTH_MODES),
+            ("query_fields_added", QUERY_FIELDS_ADDED),
+        )
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {sorted(allowed)}, not {getattr(self, name)!r}")
+        if self.sales_person_check is not None and self.sales_person_check not in SALES_PERSON_CHECKS:
+            raise ValueError(
+                f"sales_person_check must be None or one of {sorted(SALES_PERSON_CHECKS)}, "
+                f"not {self.sales_person_check!r}"
+            )
         faults = [f if isinstance(f, Fault) else Fault(**f) for f in self.faults]
         object.__setattr__(self, "faults", faults)
         record_faults = [f if isinstance(f, RecordFault) else RecordFault(**f) for f in self.record_faults]
@@ -349,13 +393,24 @@ class SandboxConfig:
 
     @classmethod
     def small(cls, **overrides: Any) -> SandboxConfig:
-        """The small data set used by the ``sandbox`` pytest fixture (real 100/20 s limits)."""
+        """The small data set used by the ``sandbox`` pytest fixture (real 100/20 s limits).
+
+        ``MARKETO_SANDBOX_VARIANT`` (a JSON object of fields, e.g. ``{"filter_case_sensitive":
+        false}``) changes the defaults, so a whole test suite can run under another plausible
+        Marketo; ``overrides`` still win.
+        """
         values: dict[str, Any] = {
             "leads": 60,
             "opportunities": 40,
             "roles_per_opportunity": 3,
             "heavy_leads": 1,
         }
+        variant = os.environ.get(VARIANT_ENV, "").strip()
+        if variant:
+            parsed = json.loads(variant)
+            if not isinstance(parsed, dict):
+                raise ValueError(f"{VARIANT_ENV} must be a JSON object of SandboxConfig fields")
+            values.update(parsed)
         values.update(overrides)
         return cls(**values)
 
@@ -389,5 +444,10 @@ RUNTIME_FIELDS = frozenset(
         "emit_more_result",
         "trailing_empty_page",
         "gzip",
+        "filter_case_sensitive",
+        "filter_values_trimmed",
+        "legacy_param_auth",
+        "query_fields_added",
+        "spec_complete",
     }
 )

@@ -27,7 +27,10 @@ class Sandbox:
         cfg = config if config is not None else SandboxConfig()
         if overrides:
             cfg = cfg.replace(**overrides)
-        self.store = Store(opportunity_schema(cfg.custom_fields), role_schema(), seed=cfg.seed)
+        opportunities = opportunity_schema(
+            cfg.custom_fields, sales_person_reference=cfg.sales_person_check is not None
+        )
+        self.store = Store(opportunities, role_schema(), seed=cfg.seed)
         leads, opps, roles = seed.build(cfg)
         self.store.load(leads, opps, roles)
         self._state = SandboxState(cfg, self.store)

@@ -51,11 +51,12 @@ class FieldDef:
         out["updateable"] = self.updateable
         return out
 
-    def schema_record(self) -> dict[str, Any]:
+    def schema_record(self, complete: bool = False) -> dict[str, Any]:
+        """As the docs show it (``description: null``); ``complete``: a string, as the spec says."""
         out: dict[str, Any] = {
             "displayName": self.schema_display_name or self.display_name,
             "name": self.name,
-            "description": None,
+            "description": "" if complete else None,
             "dataType": self.data_type,
         }
         if self.length is not None:
@@ -214,8 +215,21 @@ class ObjectSchema:
     def resolve(self, name: str) -> FieldDef | None:
         return self.by_lower.get(name.strip().lower())
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, complete: bool = False) -> dict[str, Any]:
+        """As the docs show it; ``complete`` adds the members the spec requires and the docs omit."""
+        extra: dict[str, Any] = {}
+        if complete:
+            extra = {
+                "apiName": self.api_name,
+                "description": "",
+                "pluralName": self.display_name + "s",
+                "relationships": [],
+                "state": "approved",
+                "status": "approved",  # the spec requires "status" but defines "state"
+                "version": "approved",
+            }
         return {
+            **extra,
             "name": self.api_name,
             "displayName": self.display_name,
             "createdAt": DESCRIBE_CREATED_AT,
@@ -226,8 +240,8 @@ class ObjectSchema:
             "fields": [f.describe() for f in self.fields],
         }
 
-    def schema_records(self) -> list[dict[str, Any]]:
-        return [self.by_name[n].schema_record() for n in (self.schema_order or [])]
+    def schema_records(self, complete: bool = False) -> list[dict[str, Any]]:
+        return [self.by_name[n].schema_record(complete) for n in (self.schema_order or [])]
 
 
 def _f(  # noqa: PLR0917
@@ -242,7 +256,11 @@ def _f(  # noqa: PLR0917
     return FieldDef(name, display, data_type, length, updateable, searchable, False, schema_display)
 
 
-def opportunity_schema(custom_fields: list[CustomField]) -> ObjectSchema:
+def opportunity_schema(
+    custom_fields: list[CustomField], *, sales_person_reference: bool = False
+) -> ObjectSchema:
+    """The opportunity object; ``sales_person_reference`` describes externalSalesPersonId as a
+    ``reference`` (to a sales person that must exist) instead of a plain string."""
     system = [
         _f("marketoGUID", "Marketo GUID", "string", 36, updateable=False, searchable=True),
         _f("createdAt", "Created At", "datetime", updateable=False),
@@ -278,7 +296,13 @@ def opportunity_schema(custom_fields: list[CustomField]) -> ObjectSchema:
         _f("source", "Source", "string", 255),
         _f("lastActivityDate", "Last Activity Date", "date"),
         _f("externalCompanyId", "External Company Id", "string", 100, searchable=True),
-        _f("externalSalesPersonId", "External Sales Person Id", "string", 100, searchable=True),
+        _f(
+            "externalSalesPersonId",
+            "External Sales Person Id",
+            "reference" if sales_person_reference else "string",
+            100,
+            searchable=True,
+        ),
         _f("externalCreatedDate", "External Created Date", "datetime"),
     ]
     taken = {f.name.lower() for f in system + standard}

@@ -20,12 +20,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .config import Fault, SandboxConfig
-from .schema import FieldDef, ObjectSchema, filter_key
+from .config import QUERY_FIELDS_ADDED, Fault, SandboxConfig
+from .schema import INTEGER_TYPES, FieldDef, ObjectSchema, filter_key
 from .state import SandboxState, concurrency_message, rate_message, validate_changes
-from .store import OPPORTUNITIES, ROLES
+from .store import OPPORTUNITIES, ROLES, SALES_PERSON_MESSAGE
 
 MAX_BATCH = 300
+#: Query parameters the spec declares ``collectionFormat: multi``: repeated means comma-joined.
+MULTI_PARAMS = ("filterValues", "fields")
 MAX_DRAIN_BYTES = 64 * 1024 * 1024
 LEGACY_AUTH_PARAM_MESSAGE = (
     "Access token invalid: the 'access_token' query parameter is no longer supported "
@@ -143,21 +145,28 @@ def read_page_token(token: Any, fingerprint: bytes) -> int:
     return int(struct.unpack(">Q", raw[:8])[0])
 
 
+def type_mismatch(value: Any, name: str, data_type: str) -> ApiError:
+    """1001, Marketo's "Invalid value '%s'. Required of type '%s'", naming the parameter too."""
+    return ApiError("1001", f"Invalid value '{value}' for '{name}'. Required of type '{data_type}'")
+
+
 def parse_batch_size(value: Any) -> int:
     if value is None or value == "":
         return MAX_BATCH
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise type_mismatch(value, "batchSize", "integer")
     try:
-        size = int(value) if not isinstance(value, bool) else -1
-    except (TypeError, ValueError):
-        size = -1
-    if isinstance(value, float) and not value.is_integer():
-        size = -1
+        size = int(value.strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError) as exc:
+        raise type_mismatch(value, "batchSize", "integer") from exc
     if not 1 <= size <= MAX_BATCH:
         raise ApiError("1003", f"Invalid batchSize '{value}': must be between 1 and {MAX_BATCH}")
     return size
 
 
-def _split_list(value: Any, what: str) -> list[str]:
+def _split_list(value: Any, what: str, *, trim: bool = True) -> list[str]:
+    """A comma-separated string or a JSON array, each value without surrounding whitespace only
+    when ``trim``; blank values are dropped."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -170,7 +179,46 @@ def _split_list(value: Any, what: str) -> list[str]:
             items.append(v if isinstance(v, str) else json.dumps(v))
     else:
         items = [json.dumps(value)]
-    return [i.strip() for i in items if i.strip()]
+    return [i.strip() if trim else i for i in items if i.strip()]
+
+
+def _flatten(parsed: dict[str, list[str]]) -> dict[str, Any]:
+    """One value per parameter; a repeated ``filterValues`` or ``fields`` (``collectionFormat:
+    multi``) is joined with commas, so ``a&a`` and ``a,a`` mean the same. Other repeats: the first."""
+    return {k: ",".join(v) if k in MULTI_PARAMS else v[0] for k, v in parsed.items() if k != "_method"}
+
+
+def _required(params: dict[str, Any], name: str) -> Any:
+    """A required parameter: 1002 when it is absent, 701 when it is blank."""
+    if name not in params or params[name] is None:
+        raise ApiError("1002", f"Missing value for required parameter '{name}'")
+    value = params[name]
+    if isinstance(value, str) and not value.strip():
+        raise ApiError("701", f"{name} cannot be blank")
+    return value
+
+
+def _filter_key(fdef: FieldDef, raw: Any) -> Any:
+    """A filter value as an index key; a value of the wrong type for an integer field is 1001."""
+    key = filter_key(fdef, raw)
+    if key is None and fdef.data_type in INTEGER_TYPES:
+        shown = raw if isinstance(raw, str) else json.dumps(raw)
+        raise type_mismatch(shown, fdef.name, fdef.data_type)
+    return key
+
+
+def _with_added_fields(schema: ObjectSchema, requested: list[str], mode: str) -> list[str]:
+    """The requested fields plus what ``query_fields_added`` adds: the spec's required
+    ``marketoGUID`` at least, and optionally the dedupe fields and the timestamps."""
+    added: list[str] = []
+    for part in QUERY_FIELDS_ADDED[mode]:
+        if part == "idField":
+            added.append(schema.id_field)
+        elif part == "dedupeFields":
+            added.extend(schema.dedupe_fields)
+        else:
+            added.append(part)
+    return requested + [n for n in added if n not in requested]
 
 
 # ---------------------------------------------------------------------- the handler
@@ -303,6 +351,8 @@ class Handler(BaseHTTPRequestHandler):
         self._write(status, page.encode(), "text/html", count=count)
 
     def _send_rest(self, payload: dict[str, Any]) -> None:
+        if self.state.config.spec_complete:  # every envelope member the spec marks required
+            payload = {"errors": [], "result": [], "warnings": [], **payload}
         self._send_json(200, {"requestId": request_id(), **payload})
 
     def _send_error(self, code: str, message: str) -> None:
@@ -424,7 +474,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_fault(fault, cfg)
                 return
         try:
-            self._check_auth(call.query, call.body, call.is_query_post)
+            self._check_auth(cfg, call.query, call.body, call.is_query_post)
             if route is not None:
                 allowed = {"records": ("GET", "POST"), "delete": ("POST",)}.get(route.kind, ("GET",))
                 if method not in ("GET", "POST") or effective not in allowed:
@@ -476,19 +526,25 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send_error(kind, FAULT_MESSAGES[kind])
 
-    def _check_auth(self, query: dict[str, list[str]], body: bytes, is_query_post: bool) -> None:
-        legacy = "access_token" in query
+    def _check_auth(
+        self, cfg: SandboxConfig, query: dict[str, list[str]], body: bytes, is_query_post: bool
+    ) -> None:
+        """The ``Authorization: Bearer`` token; an ``access_token`` parameter as
+        ``cfg.legacy_param_auth`` says (refused outright, ignored, or accepted)."""
+        legacy = query.get("access_token")
         if (
-            not legacy
+            legacy is None
             and is_query_post
             and body
             and self._content_type() == "application/x-www-form-urlencoded"
         ):
-            legacy = "access_token" in parse_qs(body.decode("utf-8", "replace"))
-        if legacy:
+            legacy = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).get("access_token")
+        if legacy is not None and cfg.legacy_param_auth == "refused":
             raise ApiError("601", LEGACY_AUTH_PARAM_MESSAGE)
         header = self.headers.get("Authorization") or ""
         scheme, _, token = header.strip().partition(" ")
+        if header.strip() == "" and legacy is not None and cfg.legacy_param_auth == "accepted":
+            scheme, token = "bearer", legacy[0]
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError("601", "Access token invalid")
         problem = self.state.check_token(token.strip())
@@ -509,15 +565,16 @@ class Handler(BaseHTTPRequestHandler):
             and effective == "GET"
         ):
             raise ApiError("1018", ROLE_CRM_MESSAGE)
+        complete = cfg.spec_complete
         if route.kind == "describe":
-            return {"success": True, "result": [schema.describe()]}
+            return {"success": True, "result": [schema.describe(complete=complete)]}
         if route.kind == "schema_list":
-            return self._schema_list(schema, self._params(query, body, is_query_post))
+            return self._schema_list(schema, self._params(query, body, is_query_post), complete)
         if route.kind == "schema_field":
             wanted = route.arg.lower()
             for name in schema.schema_order or []:
                 if name.lower() == wanted:
-                    return {"success": True, "result": [schema.by_name[name].schema_record()]}
+                    return {"success": True, "result": [schema.by_name[name].schema_record(complete)]}
             raise ApiError("610", "Requested resource not found")
         if route.kind == "records" and effective == "GET":
             return self._query(cfg, route.obj, schema, self._params(query, body, is_query_post))
@@ -526,7 +583,7 @@ class Handler(BaseHTTPRequestHandler):
         data = self._json_body(body)
         records = data.get("input")
         if records is None:
-            raise ApiError("1003", "Value for required field 'input' not specified")
+            raise ApiError("1002", "Missing value for required parameter 'input'")
         if not isinstance(records, list):
             raise ApiError("1003", "Invalid input: 'input' must be a JSON array")
         if len(records) > MAX_BATCH:
@@ -537,7 +594,9 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError("1003", f"Invalid deleteBy '{delete_by}'")
             skip = self._record_faults(cfg, route.obj, schema, delete_by, records)
             self.state.count_write_batch(f"POST {call.path}", len(records))
-            results = store.delete(route.obj, delete_by, records, cfg.crm_sync, skip=skip)
+            results = store.delete(
+                route.obj, delete_by, records, cfg.crm_sync, skip=skip, fold=not cfg.filter_case_sensitive
+            )
         else:
             action = data.get("action") or "createOrUpdate"
             if action not in ("createOnly", "updateOnly", "createOrUpdate"):
@@ -547,6 +606,11 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError("1003", f"Invalid dedupeBy '{dedupe_by}'")
             if dedupe_by == "idField" and action != "updateOnly":
                 raise ApiError("1003", "dedupeBy 'idField' is only valid with action 'updateOnly'")
+            check_sales_person = route.obj == OPPORTUNITIES and cfg.sales_person_check is not None
+            if check_sales_person and cfg.sales_person_check == "response" and not cfg.crm_sync:
+                unknown = store.unknown_sales_person(records)
+                if unknown is not None:
+                    raise ApiError("718", SALES_PERSON_MESSAGE.format(id=unknown))
             skip = self._record_faults(cfg, route.obj, schema, dedupe_by, records)
             self.state.count_write_batch(f"POST {call.path}", len(records))
             results = store.sync(
@@ -557,6 +621,8 @@ class Handler(BaseHTTPRequestHandler):
                 cfg.crm_sync,
                 skip=skip,
                 missing_opportunity_code=cfg.missing_opportunity_code,
+                check_sales_person=check_sales_person and cfg.sales_person_check == "record",
+                fold=not cfg.filter_case_sensitive,
             )
         self.state.count_record_errors(results)
         return {"success": True, "result": results}
@@ -571,7 +637,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.state.pick_record_faults(cfg, obj, key_fields, records)
 
     def _params(self, query: dict[str, list[str]], body: bytes, is_query_post: bool) -> dict[str, Any]:
-        params: dict[str, Any] = {k: v[0] for k, v in query.items() if k != "_method"}
+        """Query-string and body parameters (the body wins); see :func:`_flatten` for repeats."""
+        params = _flatten(query)
         if is_query_post and body:
             ctype = self._content_type()
             if ctype == "application/x-www-form-urlencoded":
@@ -579,17 +646,20 @@ class Handler(BaseHTTPRequestHandler):
                     text = body.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise ApiError("609", "Invalid request body encoding") from exc
-                form = parse_qs(text, keep_blank_values=True)
-                params.update({k: v[0] for k, v in form.items()})
+                params.update(_flatten(parse_qs(text, keep_blank_values=True)))
             elif ctype == "application/json":
-                params.update(self._json_body(body))
+                data = self._json_body(body)
+                # The spec: "filterType ... Default is dedupeFields" in a JSON lookup body.
+                if "filterType" not in data and "filterType" not in params:
+                    data["filterType"] = "dedupeFields"
+                params.update(data)
             else:
                 raise ApiError("612", "Invalid Content Type")
         return params
 
-    def _schema_list(self, schema: ObjectSchema, params: dict[str, Any]) -> dict[str, Any]:
+    def _schema_list(self, schema: ObjectSchema, params: dict[str, Any], complete: bool) -> dict[str, Any]:
         size = parse_batch_size(params.get("batchSize"))
-        records = schema.schema_records()
+        records = schema.schema_records(complete)
         fp = _fingerprint(["schema-fields", schema.api_name])
         token = params.get("nextPageToken")
         offset = read_page_token(token, fp) if token not in (None, "") else 0
@@ -604,9 +674,9 @@ class Handler(BaseHTTPRequestHandler):
     def _query(
         self, cfg: SandboxConfig, obj: str, schema: ObjectSchema, params: dict[str, Any]
     ) -> dict[str, Any]:
-        filter_type = params.get("filterType")
-        if not isinstance(filter_type, str) or not filter_type.strip():
-            raise ApiError("1003", "Value for required field 'filterType' not specified")
+        filter_type = _required(params, "filterType")
+        if not isinstance(filter_type, str):
+            raise type_mismatch(json.dumps(filter_type), "filterType", "string")
         lowered = filter_type.strip().lower()
         if lowered == "idfield":
             filter_fields: tuple[str, ...] = (schema.id_field,)
@@ -615,15 +685,59 @@ class Handler(BaseHTTPRequestHandler):
         else:
             fdef = schema.resolve(filter_type)
             if fdef is None or fdef.name not in schema.single_searchable:
-                raise ApiError("1003", f"Invalid filterType '{filter_type}'")
+                raise ApiError("1011", f"Field not supported: invalid filterType '{filter_type}'")
             filter_fields = (fdef.name,)
         fdefs: list[FieldDef] = [schema.by_name[n] for n in filter_fields]
+        keys = self._query_keys(cfg, filter_type, fdefs, params)
 
+        requested = _split_list(params.get("fields"), "fields")
+        out_fields: list[str] = []
+        for name in requested:
+            fdef = schema.resolve(name)
+            if fdef is None:
+                raise ApiError("1006", f"Field '{name}' not found")
+            if fdef.name not in out_fields:
+                out_fields.append(fdef.name)
+        if out_fields:
+            out_fields = _with_added_fields(schema, out_fields, cfg.query_fields_added)
+        else:
+            out_fields = list(schema.default_fields)
+        size = parse_batch_size(params.get("batchSize"))
+
+        fold = not cfg.filter_case_sensitive
+        fp = _fingerprint([obj, list(filter_fields), [list(k) for k in keys], out_fields, fold])
+        token = params.get("nextPageToken")
+        offset = read_page_token(token, fp) if token not in (None, "") else 0
+        page, total = self.state.store.query(
+            obj,
+            filter_fields=filter_fields,
+            keys=keys,
+            out_fields=out_fields,
+            offset=offset,
+            limit=size,
+            cache_key=fp.hex(),
+            fold=fold,
+        )
+        out: dict[str, Any] = {"success": True, "result": page}
+        end = offset + len(page)
+        more = end < total or (cfg.trailing_empty_page and bool(page))
+        if more:
+            out["nextPageToken"] = make_page_token(end, fp)
+        if cfg.emit_more_result:
+            out["moreResult"] = more
+        return out
+
+    def _query_keys(
+        self, cfg: SandboxConfig, filter_type: str, fdefs: list[FieldDef], params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """The filter keys, from the JSON ``input`` form or from ``filterValues``."""
         keys: list[tuple[Any, ...]] = []
         raw_input = params.get("input")
         if raw_input is not None:
-            if not isinstance(raw_input, list) or not raw_input:
+            if not isinstance(raw_input, list):
                 raise ApiError("1003", "Invalid input: 'input' must be a non-empty JSON array")
+            if not raw_input:
+                raise ApiError("701", "input cannot be blank")
             if len(raw_input) > MAX_BATCH:
                 raise ApiError("1003", f"Too many records in input: {len(raw_input)} (max {MAX_BATCH})")
             for item in raw_input:
@@ -637,54 +751,23 @@ class Handler(BaseHTTPRequestHandler):
                         raise ApiError(
                             "1003", f"Value for required field '{fdef.name}' not specified in input"
                         )
-                    key.append(filter_key(fdef, raw))
+                    key.append(_filter_key(fdef, raw))
                 keys.append(tuple(key))
-        else:
-            if len(filter_fields) > 1:
-                raise ApiError(
-                    "1003",
-                    f"Invalid filterType '{filter_type}': the compound key needs the JSON 'input' form "
-                    "(POST ?_method=GET with Content-Type application/json)",
-                )
-            values = _split_list(params.get("filterValues"), "filterValues")
-            if not values:
-                raise ApiError("1003", "Value for required field 'filterValues' not specified")
-            if len(values) > MAX_BATCH:
-                raise ApiError("1003", f"Too many filterValues: {len(values)} (max {MAX_BATCH})")
-            keys = [(filter_key(fdefs[0], v),) for v in values]
-
-        requested = _split_list(params.get("fields"), "fields")
-        out_fields: list[str] = []
-        for name in requested:
-            fdef = schema.resolve(name)
-            if fdef is None:
-                raise ApiError("1006", f"Field '{name}' not found")
-            if fdef.name not in out_fields:
-                out_fields.append(fdef.name)
-        if not out_fields:
-            out_fields = list(schema.default_fields)
-        size = parse_batch_size(params.get("batchSize"))
-
-        fp = _fingerprint([obj, list(filter_fields), [list(k) for k in keys], out_fields])
-        token = params.get("nextPageToken")
-        offset = read_page_token(token, fp) if token not in (None, "") else 0
-        page, total = self.state.store.query(
-            obj,
-            filter_fields=filter_fields,
-            keys=keys,
-            out_fields=out_fields,
-            offset=offset,
-            limit=size,
-            cache_key=fp.hex(),
+            return keys
+        if len(fdefs) > 1:
+            raise ApiError(
+                "1003",
+                f"Invalid filterType '{filter_type}': the compound key needs the JSON 'input' form "
+                "(POST ?_method=GET with Content-Type application/json)",
+            )
+        values = _split_list(
+            _required(params, "filterValues"), "filterValues", trim=cfg.filter_values_trimmed
         )
-        out: dict[str, Any] = {"success": True, "result": page}
-        end = offset + len(page)
-        more = end < total or (cfg.trailing_empty_page and bool(page))
-        if more:
-            out["nextPageToken"] = make_page_token(end, fp)
-        if cfg.emit_more_result:
-            out["moreResult"] = more
-        return out
+        if not values:
+            raise ApiError("701", "filterValues cannot be blank")
+        if len(values) > MAX_BATCH:
+            raise ApiError("1003", f"Too many filterValues: {len(values)} (max {MAX_BATCH})")
+        return [(_filter_key(fdefs[0], v),) for v in values]
 
     # ---- /_sandbox --------------------------------------------------------------------
     def _inspect(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> None:

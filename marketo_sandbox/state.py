@@ -78,6 +78,11 @@ _FIELD_KINDS = {
     "emit_more_result": "bool",
     "trailing_empty_page": "bool",
     "gzip": "bool",
+    "filter_case_sensitive": "bool",
+    "filter_values_trimmed": "bool",
+    "legacy_param_auth": "str",
+    "query_fields_added": "str",
+    "spec_complete": "bool",
 }
 
 

@@ -17,7 +17,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import MISSING_OPPORTUNITY_ANSWERS
-from .schema import FieldDef, InvalidValue, ObjectSchema, coerce, filter_key, invalid_value_message
+from .schema import (
+    INTEGER_TYPES,
+    FieldDef,
+    InvalidValue,
+    ObjectSchema,
+    coerce,
+    filter_key,
+    invalid_value_message,
+)
 
 OPPORTUNITIES = "opportunities"
 ROLES = "roles"
@@ -26,7 +34,13 @@ CRM_SKIP_MESSAGE = (
     "CRM Enabled: the instance has a native CRM integration, opportunities and roles are read-only"
 )
 
+SALES_PERSON_MESSAGE = "ExternalSalesPersonID '{id}' not found"
+
 Record = dict[str, Any]
+
+
+def _fold(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
 
 
 def utc_now() -> str:
@@ -61,6 +75,8 @@ class Table:
         )
         self.compound: dict[tuple[Any, ...], int] = {}
         self.version = 0
+        # Case-folded views of the indexes, built on demand and dropped when the table changes.
+        self._folded: dict[str, tuple[int, dict[Any, list[int]]]] = {}
 
     def clear(self) -> None:
         self.rows.clear()
@@ -194,8 +210,40 @@ class Table:
             return self.compound.get(key)
         return None
 
-    def match(self, fields: tuple[str, ...], keys: list[tuple[Any, ...]]) -> list[int]:
-        """Row ids matching any of the keys, in creation order, without duplicates."""
+    def folded_index(self, fields: tuple[str, ...]) -> dict[Any, list[int]]:
+        """Case-folded key -> rows, for one indexed field or the compound key."""
+        name = ",".join(fields)
+        cached = self._folded.get(name)
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        folded: dict[Any, list[int]] = {}
+        if len(fields) == 1 and fields[0] in self.unique:
+            for value, row in self.unique[fields[0]].items():
+                folded.setdefault(_fold(value), []).append(row)
+        elif len(fields) == 1 and fields[0] in self.multi:
+            for value, rows in self.multi[fields[0]].items():
+                folded.setdefault(_fold(value), []).extend(rows)
+        elif fields == self.compound_fields:
+            for key, row in self.compound.items():
+                folded.setdefault(tuple(_fold(v) for v in key), []).append(row)
+        self._folded[name] = (self.version, folded)
+        return folded
+
+    def find_key(self, fields: tuple[str, ...], key: tuple[Any, ...], *, fold: bool) -> int | None:
+        """As :meth:`find`; ``fold`` ignores the case of strings (the first such row)."""
+        if not fold:
+            return self.find(fields, key)
+        rows = self.folded_index(fields).get(_fold(key[0]) if len(fields) == 1 else tuple(map(_fold, key)))
+        return rows[0] if rows else None
+
+    def match(self, fields: tuple[str, ...], keys: list[tuple[Any, ...]], *, fold: bool = False) -> list[int]:
+        """Row ids matching any of the keys, in creation order, without duplicates.
+
+        ``fold`` compares strings case-insensitively (one plausible Marketo behaviour)."""
+        if fold:
+            index = self.folded_index(fields)
+            wanted = {(_fold(k[0]) if len(fields) == 1 else tuple(_fold(v) for v in k)) for k in keys}
+            return sorted({row for key in wanted for row in index.get(key, ())})
         found: list[int] = []
         seen_keys: set[tuple[Any, ...]] = set()
         if len(fields) == 1 and fields[0] in self.multi:
@@ -236,6 +284,7 @@ class Store:
             ROLES: Table(role_schema, ["marketoGUID"], ["externalOpportunityId", "leadId"]),
         }
         self._leads: set[int] = set()
+        self._sales_persons: set[str] = set()
         self._guid_rng = random.Random(f"marketo-sandbox-new-guids-{seed}")
         self._cache: OrderedDict[tuple[str, int, str], list[int]] = OrderedDict()
 
@@ -260,6 +309,24 @@ class Store:
     def add_leads(self, ids: Iterable[int]) -> None:
         with self.lock:
             self._leads.update(int(i) for i in ids)
+
+    def sales_persons(self) -> list[str]:
+        """The externalSalesPersonId values that exist (seeded, or added with add_sales_persons)."""
+        with self.lock:
+            return sorted(self._sales_persons)
+
+    def add_sales_persons(self, ids: Iterable[str]) -> None:
+        with self.lock:
+            self._sales_persons.update(str(i) for i in ids)
+
+    def unknown_sales_person(self, records: list[Any]) -> str | None:
+        """The first externalSalesPersonId in ``records`` that names no known sales person."""
+        with self.lock:
+            for rec in records:
+                value = rec.get("externalSalesPersonId") if isinstance(rec, dict) else None
+                if isinstance(value, str) and value and value not in self._sales_persons:
+                    return value
+            return None
 
     def clear(self, *, leads: bool = False) -> None:
         """Remove every opportunity and role (and the lead ids too when ``leads=True``)."""
@@ -294,6 +361,10 @@ class Store:
         """Bulk-load seed data (records must already be in API representation)."""
         with self.lock:
             self._leads.update(leads)
+            opportunities = list(opportunities)
+            self._sales_persons.update(
+                o["externalSalesPersonId"] for o in opportunities if o.get("externalSalesPersonId")
+            )
             self._tables[OPPORTUNITIES].bulk_insert(opportunities)
             self._tables[ROLES].bulk_insert(roles)
             self._cache.clear()
@@ -309,14 +380,15 @@ class Store:
         offset: int,
         limit: int,
         cache_key: str,
+        fold: bool = False,
     ) -> tuple[list[Record], int]:
         """One page of matching records (with ``seq``) and the total number of matches."""
         with self.lock:
             table = self._tables[obj]
-            ck = (obj, table.version, cache_key)
+            ck = (obj, table.version, f"{cache_key}/{fold}")
             rows = self._cache.get(ck)
             if rows is None:
-                rows = table.match(filter_fields, keys)
+                rows = table.match(filter_fields, keys, fold=fold)
                 self._cache[ck] = rows
                 while len(self._cache) > 16:
                     self._cache.popitem(last=False)
@@ -352,12 +424,16 @@ class Store:
         *,
         skip: Mapping[int, Record] | None = None,
         missing_opportunity_code: str = "1004",
+        check_sales_person: bool = False,
+        fold: bool = False,
     ) -> list[Record]:
         """Create/update records; one result per input record, in input order.
 
         ``skip`` maps input positions to ready-made results: those records are not processed at
         all (not applied, not counted for duplicate detection). CRM sync mode ignores it.
-        ``missing_opportunity_code`` is the skip code of a role whose opportunity does not exist.
+        ``missing_opportunity_code`` is the skip code of a role whose opportunity does not exist;
+        ``check_sales_person`` skips an opportunity naming an unknown sales person with 718;
+        ``fold`` matches string keys case-insensitively.
         """
         if crm_sync:
             return [skipped(i, "1018", CRM_SKIP_MESSAGE) for i in range(len(records))]
@@ -381,6 +457,8 @@ class Store:
                     seen=seen,
                     now=now,
                     missing_opportunity_code=missing_opportunity_code,
+                    check_sales_person=check_sales_person,
+                    fold=fold,
                 )
                 for seq, rec in enumerate(records)
             ]
@@ -397,6 +475,8 @@ class Store:
         seen: set[tuple[Any, ...]],
         now: str,
         missing_opportunity_code: str,
+        check_sales_person: bool,
+        fold: bool,
     ) -> Record:
         schema = table.schema
         if not isinstance(rec, dict):
@@ -404,6 +484,8 @@ class Store:
         for name in rec:
             if name not in schema.by_name:
                 return skipped(seq, "1006", f"Field '{name}' not found")
+        if action == "createOnly" and rec.get(schema.id_field) not in (None, ""):
+            return skipped(seq, "1003", f"Invalid data: '{schema.id_field}' cannot be sent with createOnly")
         values: Record = {}
         for name, raw in rec.items():
             fdef: FieldDef = schema.by_name[name]
@@ -415,11 +497,15 @@ class Store:
         for name in key_fields:
             if values.get(name) is None:
                 return skipped(seq, "1003", f"Value for required field '{name}' not specified")
+        sales_person = values.get("externalSalesPersonId")
+        if check_sales_person and sales_person is not None and sales_person not in self._sales_persons:
+            return skipped(seq, "718", SALES_PERSON_MESSAGE.format(id=sales_person))
         key = tuple(values[n] for n in key_fields)
-        if key in seen:
+        seen_key = tuple(map(_fold, key)) if fold else key
+        if seen_key in seen:
             return skipped(seq, "1036", "Duplicate object found in input")
-        seen.add(key)
-        row = table.find(key_fields, key)
+        seen.add(seen_key)
+        row = table.find_key(key_fields, key, fold=fold)
         label = "Opportunity" if obj == OPPORTUNITIES else "Opportunity role"
         if action == "updateOnly" and row is None:
             return skipped(seq, "1004", f"{label} not found")
@@ -430,7 +516,10 @@ class Store:
         if row is None:
             if obj == ROLES:
                 ext, lead_id = values["externalOpportunityId"], values["leadId"]
-                if ext not in self._tables[OPPORTUNITIES].unique["externalOpportunityId"]:
+                if (
+                    self._tables[OPPORTUNITIES].find_key(("externalOpportunityId",), (ext,), fold=fold)
+                    is None
+                ):
                     message = MISSING_OPPORTUNITY_ANSWERS[missing_opportunity_code].format(ext=ext)
                     return skipped(seq, missing_opportunity_code, message)
                 if lead_id not in self._leads:
@@ -460,8 +549,9 @@ class Store:
         crm_sync: bool,
         *,
         skip: Mapping[int, Record] | None = None,
+        fold: bool = False,
     ) -> list[Record]:
-        """Delete records; one result per input record. ``skip`` works as in :meth:`sync`."""
+        """Delete records; one result per input record. ``skip`` and ``fold`` work as in :meth:`sync`."""
         if crm_sync:
             return [skipped(i, "1018", CRM_SKIP_MESSAGE) for i in range(len(records))]
         with self.lock:
@@ -485,18 +575,29 @@ class Store:
                         skipped(seq, "1003", f"Value for required field '{missing[0]}' not specified")
                     )
                     continue
-                key = tuple(filter_key(schema.by_name[n], rec[n]) for n in key_fields)
-                row = None if any(k is None for k in key) else table.find(key_fields, key)
+                fdefs = [schema.by_name[n] for n in key_fields]
+                key = tuple(filter_key(f, rec[f.name]) for f in fdefs)
+                bad = [
+                    f for f, k in zip(fdefs, key, strict=True) if k is None and f.data_type in INTEGER_TYPES
+                ]
+                if bad:
+                    results.append(skipped(seq, "1001", invalid_value_message(rec[bad[0].name], bad[0])))
+                    continue
+                row = None if any(k is None for k in key) else table.find_key(key_fields, key, fold=fold)
                 if row is None:
                     results.append(skipped(seq, "1013", "Object not found"))
                     continue
                 removed = table.remove(row)
                 if obj == OPPORTUNITIES:
-                    self._cascade_roles(removed["externalOpportunityId"])
+                    self._cascade_roles(removed["externalOpportunityId"], fold)
                 results.append({"seq": seq, "marketoGUID": removed["marketoGUID"], "status": "deleted"})
             return results
 
-    def _cascade_roles(self, external_opportunity_id: str) -> None:
+    def _cascade_roles(self, external_opportunity_id: str, fold: bool) -> None:
         roles = self._tables[ROLES]
-        for row in list(roles.multi["externalOpportunityId"].get(external_opportunity_id, [])):
+        if fold:
+            rows = roles.folded_index(("externalOpportunityId",)).get(_fold(external_opportunity_id), [])
+        else:
+            rows = roles.multi["externalOpportunityId"].get(external_opportunity_id, [])
+        for row in list(rows):
             roles.remove(row)

@@ -450,19 +450,20 @@ def test_trailing_empty_page_and_no_more_result(make_sandbox: MakeSandbox) -> No
 
 def test_query_validation_and_matching(sandbox: Sandbox) -> None:
     api = Api(sandbox)
-    assert error_code(api.get(OPP, filterType="name", filterValues="Chairs")) == "1003"
+    # Marketo's codes: 1011 unsupported filterType, 1002 missing parameter, 701 blank one.
+    assert error_code(api.get(OPP, filterType="name", filterValues="Chairs")) == "1011"
     body = api.get(OPP, filterType="stage", filterValues="x")
-    assert body["errors"][0]["message"].startswith("Invalid filterType")
-    assert error_code(api.get(OPP, filterValues="x")) == "1003"
-    assert error_code(api.get(OPP, filterType="externalOpportunityId")) == "1003"
+    assert "invalid filterType 'stage'" in body["errors"][0]["message"]
+    assert error_code(api.get(OPP, filterValues="x")) == "1002"
+    assert error_code(api.get(OPP, filterType="externalOpportunityId")) == "1002"
+    assert error_code(api.get(OPP, filterType=" ", filterValues="x")) == "701"
+    assert error_code(api.get(OPP, filterType="externalOpportunityId", filterValues=",,")) == "701"
     too_many = ",".join(f"OPP-{i:06d}" for i in range(301))
     assert error_code(api.get(OPP, filterType="externalOpportunityId", filterValues=too_many)) == "1003"
     ok_300 = ",".join(f"OPP-{i:06d}" for i in range(1, 301))
     assert len(api.get(OPP, filterType="externalOpportunityId", filterValues=ok_300)["result"]) == 40
-    for size in ("0", "301", "abc"):
-        assert (
-            error_code(api.get(OPP, filterType="idField", filterValues=DOC_GUID_A, batchSize=size)) == "1003"
-        )
+    for size, code in (("0", "1003"), ("301", "1003"), ("abc", "1001"), ("2.5", "1001")):
+        assert error_code(api.get(OPP, filterType="idField", filterValues=DOC_GUID_A, batchSize=size)) == code
     unknown = api.get(OPP, filterType="idField", filterValues=DOC_GUID_A, fields="name,bogus")
     assert error_code(unknown) == "1006"
     assert unknown["errors"][0]["message"] == "Field 'bogus' not found"
@@ -471,9 +472,13 @@ def test_query_validation_and_matching(sandbox: Sandbox) -> None:
         OPP, filterType="dedupeFields", filterValues="19UYA31581L000000", fields="MARKETOguid,Name,stage"
     )
     assert rec["result"] == [{"seq": 0, "marketoGUID": DOC_GUID_A, "name": "Chairs"}]
-    # Integer fields compare numerically.
+    # Integer fields compare numerically; a value that is no integer is a type mismatch (1001).
     lead_rows = api.get(ROLES, filterType="leadId", filterValues="01872")["result"]
     assert [(r["externalOpportunityId"], r["leadId"]) for r in lead_rows] == [("Opportunity2", 1872)]
+    mismatch = api.get(ROLES, filterType="leadId", filterValues="1872,abc")
+    assert error_code(mismatch) == "1001"
+    assert "'abc'" in mismatch["errors"][0]["message"]
+    assert "leadId" in mismatch["errors"][0]["message"]
     tier = api.get(OPP, filterType="partnerTier", filterValues="2,3", fields="partnerTier", batchSize=300)[
         "result"
     ]
@@ -534,7 +539,7 @@ def test_method_get_form_and_uri_and_body_limits(sandbox: Sandbox) -> None:
     ).json()
     assert form["success"] is True
     assert len(form["result"]) == 40
-    assert set(form["result"][0]) == {"seq", "name"}
+    assert set(form["result"][0]) == {"seq", "name", "marketoGUID"}  # the spec requires marketoGUID
     # nextPageToken may also travel in the URL of a _method=GET POST (marketorestpython does this).
     page1 = api.session.post(
         sandbox.base_url + OPP + "?_method=GET",
@@ -719,7 +724,7 @@ def test_opportunity_sync_skip_reasons(sandbox: Sandbox) -> None:
         error_code(api.post(OPP, {"action": "createOrUpdate", "dedupeBy": "idField", "input": []})) == "1003"
     )
     assert error_code(api.post(OPP, {"action": "upsert", "input": []})) == "1003"
-    assert error_code(api.post(OPP, {"action": "createOnly"})) == "1003"
+    assert error_code(api.post(OPP, {"action": "createOnly"})) == "1002"  # input missing
     too_many = [{"externalOpportunityId": f"X-{i}", "name": "x"} for i in range(301)]
     assert error_code(api.post(OPP, {"input": too_many})) == "1003"
     assert sandbox.store.opportunity("X-0") is None
@@ -1322,3 +1327,121 @@ def test_sandbox_inspection_endpoints(sandbox: Sandbox) -> None:
     assert requests.post(base + "/_sandbox/revoke-tokens", timeout=10).json() == {"ok": True}
     assert error_code(api.get("/rest/v1/opportunities/describe.json")) == "601"
     assert requests.get(base + "/_sandbox/nothing", timeout=10).status_code == 404
+
+
+# ---------------------------------------------------------------------------------- spec parameters
+@pytest.mark.parametrize("how", ["url", "form"])
+def test_repeated_filter_values_and_fields_mean_the_same_as_comma_separated(
+    sandbox: Sandbox, how: str
+) -> None:
+    """The spec declares filterValues and fields ``collectionFormat: multi``."""
+    api = Api(sandbox)
+    repeated = [
+        ("filterType", "externalOpportunityId"),
+        ("filterValues", "OPP-000001"),
+        ("filterValues", "OPP-000002,OPP-000003"),
+        ("fields", "name"),
+        ("fields", "stage"),
+    ]
+    if how == "url":
+        body = api.session.get(sandbox.base_url + OPP, params=repeated, timeout=10).json()
+    else:
+        body = api.session.post(sandbox.base_url + OPP + "?_method=GET", data=repeated, timeout=10).json()
+    assert body["success"] is True, body
+    assert len(body["result"]) == 3
+    expected = [sandbox.store.opportunity(f"OPP-00000{i}") for i in (1, 2, 3)]
+    assert body["result"] == [
+        {"seq": i, "marketoGUID": o["marketoGUID"], "name": o["name"], "stage": o["stage"]}
+        for i, o in enumerate(o for o in expected if o is not None)
+    ]
+
+
+def test_bad_requests_get_marketos_documented_codes(sandbox: Sandbox) -> None:
+    api = Api(sandbox)
+    # 1011: a filterType that is not searchable; 1002: a required parameter missing; 701: blank.
+    assert error_code(api.get(ROLES, filterType="isPrimary", filterValues="true")) == "1011"
+    assert error_code(api.get(ROLES, filterType="leadId")) == "1002"
+    assert error_code(api.get(ROLES, filterType="leadId", filterValues="")) == "701"
+    # 1001: a value of the wrong type, in the URL, a JSON lookup body or a delete input.
+    assert error_code(api.get(ROLES, filterType="leadId", filterValues="1,abc")) == "1001"
+    assert error_code(api.get(ROLES, filterType="leadId", filterValues="1", batchSize="abc")) == "1001"
+    json_lookup = api.session.post(
+        sandbox.base_url + ROLES + "?_method=GET",
+        json={"input": [{"externalOpportunityId": "Opportunity1", "leadId": "one", "role": "Captain"}]},
+        timeout=10,
+    ).json()
+    assert error_code(json_lookup) == "1001"
+    deleted = api.post(
+        ROLES_DELETE, {"input": [{"externalOpportunityId": "X", "leadId": "abc", "role": "r"}]}
+    )
+    assert reasons(deleted) == ["1001"]
+    assert "leadId" in deleted["result"][0]["reasons"][0]["message"]
+    # 1002: a sync without input.
+    assert error_code(api.post(ROLES, {"action": "createOrUpdate"})) == "1002"
+    # 1003: a marketoGUID sent with createOnly (the docs' own example of 1003); nothing is created.
+    with_guid = api.post(
+        OPP,
+        {
+            "action": "createOnly",
+            "input": [{"externalOpportunityId": "G-1", "name": "G", "marketoGUID": DOC_GUID_A}],
+        },
+    )
+    assert reasons(with_guid) == ["1003"]
+    assert sandbox.store.opportunity("G-1") is None
+    # In a JSON lookup body filterType defaults to dedupeFields (the spec says so).
+    default_type = api.session.post(
+        sandbox.base_url + ROLES + "?_method=GET",
+        json={"input": [{"externalOpportunityId": "Opportunity1", "leadId": 1, "role": "Captain"}]},
+        timeout=10,
+    ).json()
+    assert [r["role"] for r in default_type["result"]] == ["Captain"]
+
+
+def test_a_query_with_fields_always_returns_the_marketo_guid(sandbox: Sandbox) -> None:
+    """The spec requires marketoGUID on every CustomObject; createdAt/updatedAt come only if asked."""
+    api = Api(sandbox)
+    rows = api.get(ROLES, filterType="leadId", filterValues="1872", fields="role")["result"]
+    assert rows
+    assert all(set(r) == {"seq", "marketoGUID", "role"} for r in rows)
+    asked = api.get(OPP, filterType="idField", filterValues=DOC_GUID_A, fields="updatedAt")["result"]
+    assert set(asked[0]) == {"seq", "marketoGUID", "updatedAt"}
+
+
+@pytest.mark.parametrize("level", ["response", "record"])
+def test_unknown_sales_person_gets_718_when_the_field_is_a_reference(
+    make_sandbox: MakeSandbox, level: str
+) -> None:
+    sb = make_sandbox(rate_limit=None, sales_person_check=level)
+    api = Api(sb)
+    described = api.get("/rest/v1/opportunities/describe.json")["result"][0]["fields"]
+    assert {f["name"]: f["dataType"] for f in described}["externalSalesPersonId"] == "reference"
+    known = sb.store.sales_persons()[0]
+    body = api.post(
+        OPP,
+        {
+            "input": [
+                {"externalOpportunityId": "SP-OK", "name": "ok", "externalSalesPersonId": known},
+                {"externalOpportunityId": "SP-BAD", "name": "bad", "externalSalesPersonId": "SP-NOBODY"},
+            ]
+        },
+    )
+    if level == "response":
+        assert error_code(body) == "718"
+        assert sb.store.opportunity("SP-OK") is None  # the whole call was refused
+    else:
+        assert reasons(body) == [None, "718"]
+        assert sb.store.opportunity("SP-BAD") is None
+    sb.store.add_sales_persons(["SP-NOBODY"])
+    again = api.post(
+        OPP,
+        {"input": [{"externalOpportunityId": "SP-BAD", "name": "b", "externalSalesPersonId": "SP-NOBODY"}]},
+    )
+    assert reasons(again) == [None]
+
+
+def test_sales_person_is_a_plain_string_by_default(sandbox: Sandbox) -> None:
+    api = Api(sandbox)
+    body = api.post(
+        OPP, {"input": [{"externalOpportunityId": "SP-X", "name": "x", "externalSalesPersonId": "anyone"}]}
+    )
+    assert reasons(body) == [None]

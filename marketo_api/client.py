@@ -248,12 +248,13 @@ class MarketoClient:
         """Pages of records matching up to 300 dedupe keys (one field, or the roles' compound key).
 
         One-field keys go as a plain filter; compound keys, and values a comma-separated
-        filterValues cannot carry, go as the JSON `input` form.
+        filterValues cannot carry exactly (a comma, or whitespace at either end, which Marketo
+        may trim), go as the JSON `input` form.
         """
         names = {tuple(key) for key in keys}
         if len(names) == 1:
             (only,) = names
-            if len(only) == 1 and not any("," in str(key[only[0]]) for key in keys):
+            if len(only) == 1 and all(_plain_filter_value(key[only[0]]) for key in keys):
                 return self.query(obj, only[0], [key[only[0]] for key in keys], fields=fields)
         return self.query_by_compound_key(obj, keys, fields=fields)
 
@@ -607,6 +608,12 @@ def _new_session() -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = "marketo-opps"
     return session
+
+
+def _plain_filter_value(value: Any) -> bool:
+    """Whether a comma-separated filterValues carries the value exactly, whatever Marketo trims."""
+    text = str(value)
+    return "," not in text and text == text.strip()
 
 
 def _filter_value(value: str | int) -> str:

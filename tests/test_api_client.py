@@ -363,3 +363,14 @@ def test_unknown_sales_person_refusing_the_call_fails_at_once_naming_the_field(
     assert caught.value.code == "718"
     assert "externalSalesPersonId names no sales person" in str(caught.value)
     assert sb.stats()["rest_calls"] == 1
+
+
+@pytest.mark.parametrize("trimmed", [False, True])
+def test_lookup_of_a_value_with_outer_whitespace_finds_only_that_value(
+    make_sandbox: MakeSandbox, trimmed: bool
+) -> None:
+    sb = make_sandbox(rate_limit=None, filter_values_trimmed=trimmed)
+    with client_for(sb) as c:
+        c.sync(OPP, [{"externalOpportunityId": "SPACED", "name": "no spaces"}])
+        found = all_records(c.lookup(OPP, [{"externalOpportunityId": " SPACED"}]))
+    assert found == []  # " SPACED" is not "SPACED", whatever Marketo trims in filterValues

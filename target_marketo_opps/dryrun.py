@@ -29,7 +29,7 @@ from marketo_api import (
 
 from .records import DELETE, ConflictKey, Item, Outcome
 from .results import ResultsLog
-from .writer import Coordinator, crm_error
+from .writer import Coordinator, crm_error, may_wait_for_opportunity
 
 OPP = MarketoObject.OPPORTUNITY
 ROLE = MarketoObject.OPPORTUNITY_ROLE
@@ -166,14 +166,12 @@ class DryRunCoordinator(Coordinator):
             return Outcome(
                 "would_skip", reasons=(Reason("1004", f"{item.obj.label.capitalize()} not found"),)
             )
-        if item.obj is ROLE:
+        if may_wait_for_opportunity(item):  # the real run's rule: it holds such a role
             opportunity = item.opportunity_id
             if not self._known.get(_opp_key(opportunity), _NOT_FOUND)[0]:
                 if not final:
                     return None
-                return Outcome(
-                    "would_skip", reasons=(Reason("1004", f"Opportunity '{opportunity}' not found"),)
-                )
+                return Outcome("would_skip", reasons=(Reason("1004", _missing_opportunity(opportunity)),))
         self._set(item, True, None)
         return Outcome("would_create")
 
@@ -271,6 +269,14 @@ class DryRunCoordinator(Coordinator):
                     self._known[id_key] = found
                     self._aliases[id_key] = dedupe_key
                     self._aliases[dedupe_key] = id_key
+
+
+def _missing_opportunity(external_id: str | None) -> str:
+    # Marketo's docs do not say which code it gives such a role; the sandbox's default is 1004.
+    return (
+        f"Opportunity '{external_id}' not found (Marketo may answer this with 1004, 1013 or 1003; "
+        "its docs do not say)"
+    )
 
 
 def _opp_key(external_id: str | None) -> ConflictKey:

@@ -11,11 +11,21 @@ Rules (README, "How records are written"):
 * Before any roles batch is sent, every pending opportunity is sent and its answer received.
 * An opportunity delete is sent only after the roles given before it (deleting an opportunity
   deletes its roles); one by marketoGUID alone waits for every pending or in-flight role.
-* A role Marketo skips with 1004 (its opportunity or lead is missing) is held when its
-  opportunity may still be written by this run, and sent once more after that happened (at
-  the latest at the end of input); later records for the same role wait behind it. A role still
-  held when a later delete of its opportunity is sent ends then, as skipped: in input order the
-  delete would have removed it.
+* A role Marketo skips is held when its opportunity may still be written by this run, and sent
+  once more after that happened (at the latest at the end of input); later records for the same
+  role wait behind it. Marketo's docs do not say which code a role of a missing opportunity gets
+  (1004, 1013 and 1003 are all plausible), so any skip qualifies except the few that say
+  something else (`NOT_A_MISSING_OPPORTUNITY`); holding costs nothing unless the opportunity
+  really is written later. A role still held when a later delete of its opportunity is sent
+  ends then, as skipped: in input order the delete would have removed it.
+* A call whose answer was lost (timeout, 604, 5xx, dropped connection) and that was re-sent may
+  still be applied by Marketo later, after a later write of the same record. The latest write of
+  such a record since then waits, unresolved (so STATE waits too), until a query shows what
+  Marketo holds, `LATE_WRITE_SETTLE_SECONDS` after the lost call's answer: if Marketo holds a
+  lost attempt's values instead of the ones this run wrote since, everything written since is
+  re-sent once; if Marketo still holds the lost attempt's values afterwards the record ends
+  `skipped` with reason `uncertain_write`. Only records of calls with a lost answer are queried. A
+  lost attempt Marketo applies after that check cannot be seen by any client.
 * Up to `max_concurrent_requests` batches are in flight; every call goes through the shared
   `MarketoClient` and its process-wide limiter.
 * Every record ends in exactly one outcome; `low_watermark()` tells the target which records
@@ -32,7 +42,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from marketo_api import (
@@ -44,6 +54,10 @@ from marketo_api import (
     ObjectDescription,
     Reason,
     RecordResult,
+    ValueTypeError,
+    chunked,
+    encode_json,
+    from_api,
     parse_datetime,
 )
 
@@ -75,6 +89,49 @@ UNCERTAIN_CREATE_TOLERANCE_SECONDS = 2.0
 PRESENCE_MEMORY_SECONDS = 60.0
 
 
+# A record whose latest write this run could not confirm against a lost, possibly late attempt.
+UNCERTAIN_WRITE = "uncertain_write"
+WRITTEN = frozenset({"created", "updated", "deleted"})
+CHECKED_NOTE = (
+    "an earlier write of this record had a lost answer; a query after it showed Marketo holding "
+    "this run's values"
+)
+RESENT_NOTE = (
+    "re-sent: an earlier attempt of this record, whose answer was lost, was applied by Marketo after "
+    "this run's later write (found by a query)"
+)
+LANDED_DELETE_NOTE = (
+    "Marketo answered 'created': an earlier delete of this record, whose answer was lost, was applied "
+    "after this run wrote it again"
+)
+LANDED_SYNC_NOTE = (
+    "Marketo answered 'updated': an earlier write of this record, whose answer was lost, re-created it "
+    "after this run deleted it"
+)
+UNCERTAIN_MESSAGE = (
+    "Marketo still holds the values of an earlier attempt whose answer was lost, after this write "
+    "was re-sent once; the record may not hold what this input says"
+)
+
+# Skip reasons that cannot mean "the role's opportunity does not exist (yet)": already exists
+# (createOnly), CRM sync, a duplicate in one call, a body too large. Any other skip of a role may
+# be Marketo's answer for a missing opportunity.
+NOT_A_MISSING_OPPORTUNITY = frozenset({"1005", "1017", "1018", "1036", "413"})
+
+
+def may_wait_for_opportunity(item: Item) -> bool:
+    """Whether a record may fail only because its opportunity is not written yet: a role
+    sync that may create (updateOnly never creates, so the opportunity cannot matter)."""
+    return item.obj is ROLE and item.op == SYNC and item.action != "updateOnly"
+
+
+def may_mean_missing_opportunity(outcome: Outcome) -> bool:
+    """Whether Marketo's answer for a role may mean its opportunity does not exist (yet)."""
+    return outcome.status == "skipped" and not any(
+        r.code in NOT_A_MISSING_OPPORTUNITY for r in outcome.reasons
+    )
+
+
 def crm_error(cause: BaseException | None = None) -> CrmSyncEnabledError:
     """The one message a CRM-synced instance gets, wherever Marketo said 1018."""
     error = CrmSyncEnabledError(CRM_MESSAGE)
@@ -104,6 +161,10 @@ class Batch:
         # Keys of records this run already saw in Marketo when the batch was sent: for them an
         # "already exists" after a lost answer is real, not the lost first attempt's doing.
         self.known_present: frozenset[ConflictKey] = frozenset()
+        # Set by the sender: positions of items that went in a call whose answer was lost (Marketo
+        # may apply that attempt late), and when all answers were in (time.monotonic()).
+        self.lost: set[int] = set()
+        self.answered_at = 0.0
 
     def __len__(self) -> int:
         return len(self.items)
@@ -229,9 +290,11 @@ class BatchSender:
     def send(self, batch: Batch) -> list[Outcome]:
         started = time.time()
         results = self._call(batch, batch.items)
+        batch.lost.update(i for i, r in enumerate(results) if r.after_uncertain_attempt)
         results = self._retry_transient(batch, results)
         outcomes = [self._outcome(batch, r) for r in results]
         self._confirm_uncertain_creates(batch, results, outcomes, started)
+        batch.answered_at = time.monotonic()
         return outcomes
 
     def _call(self, batch: Batch, items: Sequence[Item]) -> list[RecordResult]:
@@ -276,6 +339,8 @@ class BatchSender:
                 answers = self._call(batch, [batch.items[i] for i in part])
                 for index, answer in zip(part, answers, strict=True):
                     results[index] = answer
+                    if answer.after_uncertain_attempt:
+                        batch.lost.add(index)
                     if _transient(answer):
                         still.append(index)
             pending = still
@@ -345,11 +410,41 @@ class BatchSender:
                 )
 
 
+@dataclass
+class _Lost:
+    """An attempt whose answer was lost: Marketo may still apply it, after later writes."""
+
+    op: str  # SYNC | DELETE
+    payload: dict[str, Any]
+    due: float  # time.monotonic() from which a check is worth making
+
+
+@dataclass
+class _Doubt:
+    """One Marketo record a lost attempt may still overwrite, and what this run wrote to it since."""
+
+    lost: list[_Lost] = field(default_factory=list)
+    # Fields written since the first lost attempt, merged in input order (None: deleted since).
+    expected: dict[str, Any] | None = field(default_factory=dict)
+    written: bool = False  # whether this run wrote the record since the first lost attempt
+    pending: Item | None = None  # the latest write since, whose outcome waits for a check
+    outcome: Outcome | None = None
+    stale: bool = False  # a lost delete landed before the pending write: re-send all written since
+
+    @property
+    def due(self) -> float:
+        return max((lost.due for lost in self.lost), default=0.0)
+
+
 class WriteCoordinator(Coordinator):
     """Sends batches through a thread pool while the main thread keeps reading input."""
 
     #: Complete roles batches kept back while the current opportunity batch fills.
     PARKED_ROLE_BATCHES = 4
+    #: How long after a call with a lost answer its records are checked (when written again since).
+    #: Marketo does not say how long it may go on with a request its client gave up on; waiting
+    #: costs time only in runs that lost an answer and wrote the same record again.
+    LATE_WRITE_SETTLE_SECONDS = 20.0
 
     def __init__(
         self,
@@ -389,6 +484,10 @@ class WriteCoordinator(Coordinator):
         self._held_changed = False  # something a held role waits for may have happened
         self._aborting = False
         self._sent_batches = 0  # calls submitted so far (progress marker)
+        self.late_write_settle_seconds = self.LATE_WRITE_SETTLE_SECONDS
+        self._doubts: dict[ConflictKey, _Doubt] = {}  # by every key of the record
+        self._lost_cascades: dict[str, float] = {}  # opportunity id -> due of a lost delete of it
+        self._checks: dict[int, _Doubt] = {}  # seq of a write waiting for its check -> its doubt
 
     # ---- entry points (main thread) ---------------------------------------------------
 
@@ -418,6 +517,8 @@ class WriteCoordinator(Coordinator):
             if self._open or self._parked or self._inflight:
                 continue
             released = self._release_scan(final=False)
+            if not released and self._check_late_writes(final=final):
+                continue  # before settling held roles: a re-sent opportunity may release some
             if not released and final and self._held:
                 # Every opportunity of the run is written: roles still held cannot be written.
                 released = self._release_scan(final=True)
@@ -439,6 +540,7 @@ class WriteCoordinator(Coordinator):
             len(self._open),
             len(self._parked),
             len(self._inflight),
+            len(self._checks),
         )
 
     def close(self) -> None:
@@ -566,8 +668,8 @@ class WriteCoordinator(Coordinator):
         """Send and settle every pending role of these opportunities (None: of any opportunity)
         given before record `before` (the delete).
 
-        Held roles that may go now are sent too; the others are not in Marketo (it answered
-        that their opportunity or lead is missing), so a delete cannot remove them. (Roles given
+        Held roles that may go now are sent too; the others are not in Marketo (it skipped
+        them, whatever its reason code), so a delete cannot remove them. (Roles given
         after a pending delete of their opportunity are never pending: `_submit_deletes_before`
         sends the delete when they arrive.)
         """
@@ -644,6 +746,24 @@ class WriteCoordinator(Coordinator):
             self._apply(batch, outcomes)
 
     def _apply(self, batch: Batch, outcomes: list[Outcome]) -> None:
+        self._note_opportunities(batch, outcomes)
+        self._note_presence(batch, outcomes)
+        waiting = self._note_writes_since_lost(batch, outcomes)
+        crm = False
+        for index, (item, outcome) in enumerate(zip(batch.items, outcomes, strict=True)):
+            crm = crm or outcome.has_reason("1018")
+            if not self._aborting and not crm and self._should_hold(batch, item, outcome):
+                item.last_outcome = outcome
+                self._hold(item)
+                continue
+            if index not in waiting:
+                self._resolve(item, outcome)
+        self._note_lost_attempts(batch, outcomes)
+        if crm and not self._aborting:
+            self._abort(crm_error(), None)
+
+    def _note_opportunities(self, batch: Batch, outcomes: list[Outcome]) -> None:
+        """Which opportunities this run has written (held roles wait for them), and their GUIDs."""
         if batch.obj is OPP:
             self._held_changed = True
             self._opp_epoch += 1
@@ -656,19 +776,8 @@ class WriteCoordinator(Coordinator):
                     if outcome.marketo_guid:
                         self._opp_by_guid[outcome.marketo_guid] = opportunity_id
                 elif batch.op == DELETE and outcome.status == "deleted":
-                    # Gone again: a role answered 1004 now waits for it to be re-created.
+                    # Gone again: a role skipped for it now waits for it to be re-created.
                     self._opp_written.pop(opportunity_id, None)
-        self._note_presence(batch, outcomes)
-        crm = False
-        for item, outcome in zip(batch.items, outcomes, strict=True):
-            crm = crm or outcome.has_reason("1018")
-            if not self._aborting and not crm and self._should_hold(batch, item, outcome):
-                item.last_outcome = outcome
-                self._hold(item)
-                continue
-            self._resolve(item, outcome)
-        if crm and not self._aborting:
-            self._abort(crm_error(), None)
 
     def _opportunity_of(self, item: Item, outcome: Outcome) -> str | None:
         """An opportunity record's externalOpportunityId, also by a marketoGUID this run wrote."""
@@ -708,19 +817,25 @@ class WriteCoordinator(Coordinator):
         return True
 
     def _should_hold(self, batch: Batch, item: Item, outcome: Outcome) -> bool:
-        """A role skipped because its opportunity (or lead) is missing, which this run may fix."""
+        """A role skipped perhaps because its opportunity is missing, which this run may fix."""
         if (
-            batch.obj is not ROLE
-            or batch.op != SYNC
-            or batch.action == "updateOnly"
-            or outcome.status != "skipped"
-            or not outcome.has_reason("1004")
+            not may_wait_for_opportunity(item)
+            or not may_mean_missing_opportunity(outcome)
             or item.attempts >= 2
         ):
             return False
         written = self._opp_written.get(item.opportunity_id or "")
-        # Written before this role was sent: the opportunity was there, so the lead is missing.
-        return written is None or written > item.sent_epoch
+        # Written before this role was sent: the opportunity was there, so the skip is about
+        # something else (its lead, its values) and sending it again would change nothing;
+        # unless a lost delete of it may have landed since (the check may write it again).
+        return written is None or written > item.sent_epoch or self._opportunity_in_doubt(item.opportunity_id)
+
+    def _opportunity_in_doubt(self, opportunity_id: str | None) -> bool:
+        """Whether a lost delete of this opportunity may have removed what this run wrote since."""
+        doubt = self._doubts.get((OPP.value, "dedupe", (opportunity_id,))) if opportunity_id else None
+        return (
+            doubt is not None and doubt.pending is not None and any(lost.op == DELETE for lost in doubt.lost)
+        )
 
     # ---- held roles ---------------------------------------------------------------------
 
@@ -782,6 +897,8 @@ class WriteCoordinator(Coordinator):
                     break
                 for item in released:
                     self._enqueue(item)
+            if self._checks:
+                self._check_late_writes(final=False)
         finally:
             self._pumping = False
         self._on_progress()
@@ -815,6 +932,287 @@ class WriteCoordinator(Coordinator):
                 self._resolve(item, item.last_outcome)
         return released
 
+    # ---- writes that may land late ------------------------------------------------------
+
+    def _doubt_of(self, item: Item) -> _Doubt | None:
+        for key in item.conflict_keys:
+            doubt = self._doubts.get(key)
+            if doubt is not None:
+                for other in item.conflict_keys:
+                    self._doubts.setdefault(other, doubt)
+                return doubt
+        return None
+
+    def _new_doubt(self, item: Item) -> _Doubt:
+        doubt = _Doubt()
+        for key in item.conflict_keys:
+            self._doubts[key] = doubt
+        return doubt
+
+    def _note_lost_attempts(self, batch: Batch, outcomes: list[Outcome]) -> None:
+        """Records of a call with a lost answer: a later write of them may be overtaken."""
+        if not batch.lost:
+            return
+        due = batch.answered_at + self.late_write_settle_seconds
+        for index in sorted(batch.lost):
+            item = batch.items[index]
+            if not item.conflict_keys:
+                continue
+            doubt = self._doubt_of(item) or self._new_doubt(item)
+            doubt.lost.append(_Lost(item.op, item.payload, due))
+            if batch.obj is OPP and batch.op == DELETE:
+                # A late delete would also remove roles of the opportunity written since.
+                opportunity_id = self._opportunity_of(item, outcomes[index])
+                if opportunity_id:
+                    self._lost_cascades[opportunity_id] = due
+
+    def _note_writes_since_lost(self, batch: Batch, outcomes: list[Outcome]) -> set[int]:
+        """Positions of records whose outcome waits for a check: a lost attempt may overtake them.
+
+        Only the latest write of a record matters to what it ends as: an earlier one still
+        waiting is resolved now with its own outcome (Marketo applied it). A note about a lost
+        attempt that landed before a write goes into `outcomes`.
+        """
+        waiting: set[int] = set()
+        if not self._doubts and not self._lost_cascades:
+            return waiting
+        for index, (item, answer) in enumerate(zip(batch.items, outcomes, strict=True)):
+            if answer.status not in WRITTEN:
+                continue
+            if batch.obj is OPP and batch.op == DELETE:
+                self._cascade_doubts(self._opportunity_of(item, answer))
+            doubt = self._doubt_of(item)
+            cascade = None
+            if item.obj is ROLE and item.op == SYNC:
+                cascade = self._lost_cascades.get(item.opportunity_id or "")
+            if doubt is None and cascade is None:
+                continue
+            if doubt is None:
+                doubt = self._new_doubt(item)
+            if cascade is not None and not any(lost.op == DELETE and not lost.payload for lost in doubt.lost):
+                doubt.lost.append(_Lost(DELETE, {}, cascade))
+            outcome, stale = self._landed_before(item, answer, doubt)
+            doubt.expected = None if item.op == DELETE else {**(doubt.expected or {}), **item.payload}
+            doubt.written = True
+            if doubt.pending is not None:
+                assert doubt.outcome is not None
+                self._checks.pop(doubt.pending.seq, None)
+                self._resolve(doubt.pending, doubt.outcome)
+            doubt.pending, doubt.outcome, doubt.stale = None, None, False
+            if stale or self._at_risk(item.obj, doubt):
+                doubt.pending, doubt.outcome, doubt.stale = item, outcome, stale
+                self._checks[item.seq] = doubt
+                waiting.add(index)
+            else:
+                outcomes[index] = outcome
+        return waiting
+
+    def _landed_before(self, item: Item, outcome: Outcome, doubt: _Doubt) -> tuple[Outcome, bool]:
+        """A lost attempt that Marketo applied before this write shows in Marketo's answer to it.
+
+        `created` where this run had written the record since: a lost delete removed it, with the
+        fields written since (they must be sent again: the second value). `updated` where this
+        run had deleted it: a lost sync re-created it. Marketo's answer is kept, with a note.
+        """
+        if item.op != SYNC or not doubt.written:
+            return outcome, False
+        ops = {lost.op for lost in doubt.lost}
+        if outcome.status == "created" and doubt.expected is not None and DELETE in ops:
+            note = _join(outcome.note, LANDED_DELETE_NOTE)
+            return replace(outcome, note=note), bool(set(doubt.expected) - set(item.payload))
+        if outcome.status == "updated" and doubt.expected is None and SYNC in ops:
+            return replace(outcome, note=_join(outcome.note, LANDED_SYNC_NOTE)), False
+        return outcome, False
+
+    def _cascade_doubts(self, opportunity_id: str | None) -> None:
+        """An opportunity delete removed its roles: for them it is a write since, like a delete.
+
+        A role written before it and waiting for its check ends now with its own outcome. With a
+        delete by marketoGUID of an opportunity this run did not write, its roles are unknown: every
+        waiting role ends so (it was given before the delete), none is re-sent after the delete.
+        """
+        for key, doubt in list(self._doubts.items()):
+            if key[0] != ROLE.value:
+                continue
+            if opportunity_id is not None:
+                if key[1] != "dedupe" or not isinstance(key[2], tuple) or key[2][:1] != (opportunity_id,):
+                    continue
+                doubt.expected = None
+            if doubt.pending is not None:
+                assert doubt.outcome is not None
+                self._checks.pop(doubt.pending.seq, None)
+                self._resolve(doubt.pending, doubt.outcome)
+                doubt.pending, doubt.outcome = None, None
+
+    def _at_risk(self, obj: MarketoObject, doubt: _Doubt) -> bool:
+        """Whether a lost attempt, applied now, would leave the record unlike this run's writes."""
+        description = self.sender.descriptions[obj]
+        for lost in doubt.lost:
+            if doubt.expected is None:
+                if lost.op == SYNC:
+                    return True
+            elif lost.op == DELETE or _differing(description, lost.payload, doubt.expected):
+                return True
+        return False
+
+    def _check_late_writes(self, *, final: bool) -> bool:
+        """Query the records waiting for a check; re-send once what a lost attempt overwrote.
+
+        Without `final` only checks that are due and whose record has no call in flight are
+        made; with it, every check, after waiting until the last is due. Returns whether any
+        check was made.
+        """
+        if not self._checks:
+            return False
+        now = time.monotonic()
+        doubts = list(self._checks.values())
+        if final:
+            wait = max(d.due for d in doubts) - now
+            if wait > 0:
+                self.logger.info(
+                    "Waiting %.1f s before checking %d records written after a lost answer",
+                    wait,
+                    len(doubts),
+                )
+                time.sleep(wait)
+        else:
+            # A record with a call in flight is checked later; so is a role while an opportunity
+            # delete (which may remove it) is in flight.
+            busy = {k for b in self._inflight.values() for k in b.keys}
+            deleting = any(b.obj is OPP and b.op == DELETE for b in self._inflight.values())
+            doubts = [
+                d
+                for d in doubts
+                if d.due <= now
+                and d.pending is not None
+                and busy.isdisjoint(d.pending.conflict_keys)
+                and not (deleting and d.pending.obj is ROLE)
+            ]
+        if not doubts:
+            return False
+        checks = [
+            (d, d.pending, d.outcome) for d in doubts if d.pending is not None and d.outcome is not None
+        ]
+        stale = {item.seq for doubt, item, _ in checks if doubt.stale}
+        for doubt, item, _ in checks:
+            del self._checks[item.seq]
+            doubt.pending, doubt.outcome, doubt.stale = None, None, False
+        found = self._look_up_late([(d, i) for d, i, _ in checks])
+        overtaken = [
+            (d, i, o) for d, i, o in checks if i.seq in stale or self._overtaken(d, i, found.get(i.seq))
+        ]
+        for _, item, outcome in checks:
+            if not any(item is i for _, i, _ in overtaken):
+                self._resolve(item, replace(outcome, note=_join(outcome.note, CHECKED_NOTE)))
+        if not overtaken:
+            return True
+        self.logger.warning(
+            "%d records were overwritten by an earlier attempt whose answer was lost; re-sending them",
+            len(overtaken),
+        )
+        answers = self._resend([(d, i) for d, i, _ in overtaken])
+        again = [(d, i) for d, i, _ in overtaken if answers[i.seq].status in WRITTEN]
+        found = self._look_up_late(again)
+        for doubt, item, first in overtaken:
+            self._resolve(item, self._after_resend(doubt, item, first, answers[item.seq], found))
+        return True
+
+    def _after_resend(
+        self, doubt: _Doubt, item: Item, first: Outcome, answer: Outcome, found: dict[int, dict[str, Any]]
+    ) -> Outcome:
+        """A re-sent record's outcome: its first answer (what a clean run reports), if it holds now.
+
+        A re-sent delete that Marketo no longer finds (1013) holds too.
+        """
+        guid = answer.marketo_guid or first.marketo_guid
+        if answer.status in WRITTEN:
+            if self._overtaken(doubt, item, found.get(item.seq)):
+                reason = Reason(UNCERTAIN_WRITE, UNCERTAIN_MESSAGE)
+                return Outcome("skipped", guid, (reason,), _join(first.note, RESENT_NOTE))
+        elif not (item.op == DELETE and answer.reasons and all(r.code == "1013" for r in answer.reasons)):
+            return replace(answer, note=_join(first.note, RESENT_NOTE))
+        guid = None if item.op == DELETE else guid
+        return replace(first, marketo_guid=guid or first.marketo_guid, note=_join(first.note, RESENT_NOTE))
+
+    def _look_up_late(self, checks: list[tuple[_Doubt, Item]]) -> dict[int, dict[str, Any]]:
+        """What Marketo holds for these records (by record number; absent: not found)."""
+        try:
+            return self._query_late(checks)
+        except Exception as exc:  # the run stops as for a failed write: answers in flight recorded
+            self._abort(exc, None)
+            raise AssertionError("unreachable") from exc  # _abort always raises
+
+    def _query_late(self, checks: list[tuple[_Doubt, Item]]) -> dict[int, dict[str, Any]]:
+        groups: dict[tuple[MarketoObject, str], list[tuple[_Doubt, Item]]] = collections.defaultdict(list)
+        for doubt, item in checks:
+            groups[(item.obj, "id" if item.by == "idField" else "dedupe")].append((doubt, item))
+        found: dict[int, dict[str, Any]] = {}
+        for (obj, kind), members in groups.items():
+            description = self.sender.descriptions[obj]
+            names = (description.id_field,) if kind == "id" else description.dedupe_fields
+            known = set(description.field_names)
+            for chunk in chunked(members, MAX_LOOKUP):
+                fields = {description.id_field, *description.dedupe_fields}
+                for doubt, _ in chunk:
+                    fields.update(n for lost in doubt.lost for n in lost.payload if n in known)
+                by_key = {_lookup_key(item, names): item.seq for _, item in chunk}
+                keys = [{n: item.payload.get(n) for n in names} for _, item in chunk]
+                for page in self.sender.client.lookup(obj, keys, fields=sorted(fields)):
+                    for row in page:
+                        seq = by_key.get(tuple(str(row.get(n)) for n in names))
+                        if seq is not None:
+                            found[seq] = row
+        return found
+
+    def _overtaken(self, doubt: _Doubt, item: Item, row: dict[str, Any] | None) -> bool:
+        """Whether Marketo holds a lost attempt's state instead of what this run wrote since."""
+        if doubt.expected is None:
+            return row is not None and any(lost.op == SYNC for lost in doubt.lost)
+        if row is None:
+            return any(lost.op == DELETE for lost in doubt.lost)
+        description = self.sender.descriptions[item.obj]
+        for lost in doubt.lost:
+            if lost.op != SYNC:
+                continue
+            for name in _differing(description, lost.payload, doubt.expected):
+                if name not in row:
+                    continue
+                value = row[name]
+                # Neither value: someone else wrote it, not our lost attempt.
+                if not _same(description, name, value, doubt.expected[name]) and _same(
+                    description, name, value, lost.payload[name]
+                ):
+                    return True
+        return False
+
+    def _resend(self, checks: list[tuple[_Doubt, Item]]) -> dict[int, Outcome]:
+        """Send once more what this run wrote since the lost attempts (opportunities first)."""
+        groups: dict[BatchKey, list[Item]] = collections.defaultdict(list)
+        for doubt, item in checks:
+            if item.op == SYNC and doubt.expected is not None:
+                payload = {**doubt.expected, **item.payload}
+                copy = replace(item, payload=payload, size=len(encode_json(payload)))
+            else:
+                copy = replace(item)
+            groups[(item.obj, item.op, item.action, item.by)].append(copy)
+        answers: dict[int, Outcome] = {}
+        for key in sorted(groups, key=_submit_order):
+            batches: list[Batch] = []
+            for copy in groups[key]:
+                if not batches or not batches[-1].fits(copy):
+                    batches.append(Batch(key, max_rows=self.batch_size, max_bytes=self.max_body_bytes))
+                batches[-1].add(copy)
+            for batch in batches:
+                try:
+                    outcomes = self.sender.send(batch)
+                except Exception as exc:
+                    self._abort(exc, batch)
+                    raise AssertionError("unreachable") from exc  # _abort always raises
+                self._note_opportunities(batch, outcomes)
+                for sent, outcome in zip(batch.items, outcomes, strict=True):
+                    answers[sent.seq] = outcome
+        return answers
+
     # ---- failure ------------------------------------------------------------------------
 
     def _abort(self, error: BaseException, failed: Batch | None) -> None:
@@ -835,6 +1233,12 @@ class WriteCoordinator(Coordinator):
                 self._apply(batch, future.result())
             except Exception:  # noqa: S112 - the first error is the one reported
                 continue
+        if self._checks:
+            self.logger.error(
+                "%d records written after a lost answer could not be checked against it; they have "
+                "no outcome and STATE stays before them",
+                len(self._checks),
+            )
         self.results.sync()
         if isinstance(error, CrmSyncEnabledError) and str(error) != CRM_MESSAGE:
             raise crm_error(error)
@@ -898,3 +1302,32 @@ def _epoch(value: Any) -> float | None:
         return parse_datetime(value).timestamp()
     except ValueError:
         return None
+
+
+MAX_LOOKUP = 300  # keys per query
+
+
+def _differing(description: ObjectDescription, lost: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Fields a lost attempt would set to other values than this run wrote since."""
+    return [
+        name
+        for name, value in lost.items()
+        if name in expected and not _same(description, name, value, expected[name])
+    ]
+
+
+def _same(description: ObjectDescription, name: str, one: Any, other: Any) -> bool:
+    """Equal as values of the field's dataType (Marketo answers `"1.50"` for `1.5`, UTC for offsets)."""
+    try:
+        fdesc = description.field(name)
+        return bool(from_api(fdesc, one) == from_api(fdesc, other))
+    except (KeyError, ValueTypeError):
+        return bool(one == other)
+
+
+def _lookup_key(item: Item, names: Sequence[str]) -> tuple[str, ...]:
+    return tuple(str(item.payload.get(n)) for n in names)
+
+
+def _join(note: str | None, extra: str) -> str:
+    return f"{note}; {extra}" if note else extra

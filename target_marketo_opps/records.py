@@ -38,6 +38,13 @@ TOO_LONG = "too_long"  # string longer than the field's length in describe
 INVALID_VALUE = "invalid_value"  # value cannot be written as the field's dataType
 TOO_LARGE = "too_large"  # the record alone exceeds the request body limit
 
+#: The skip reason of a record whose write a lost, late-applied attempt may have overtaken.
+UNCERTAIN_WRITE = "uncertain_write"
+#: Reasons the target itself reports for records it sent, with what they mean.
+TARGET_SKIP_LABELS = {
+    UNCERTAIN_WRITE: "a lost attempt Marketo applied late may have overtaken this write",
+}
+
 TARGET_REASON_LABELS = {
     INVALID_RECORD: "does not match the stream's schema",
     MISSING_KEY: "missing key fields",

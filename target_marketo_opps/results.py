@@ -11,7 +11,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from .records import DELETE_ACTION, TARGET_REASON_LABELS, Item, Outcome, has_lone_surrogate
+from .records import (
+    DELETE_ACTION,
+    TARGET_REASON_LABELS,
+    TARGET_SKIP_LABELS,
+    Item,
+    Outcome,
+    has_lone_surrogate,
+)
 
 EXAMPLES_PER_REASON = 5
 
@@ -209,6 +216,8 @@ class ResultsLog:
         for group in sorted(self._reasons.values(), key=lambda g: (-g.count, g.code)):
             if group.code in TARGET_REASON_LABELS:
                 source = f"rejected by the target: {TARGET_REASON_LABELS[group.code]}"
+            elif group.code in TARGET_SKIP_LABELS:
+                source = f"reported by the target: {TARGET_SKIP_LABELS[group.code]}"
             else:
                 source = "reported by Marketo"
             lines.append(

@@ -460,12 +460,9 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
         failure = sys.exc_info()[1]
         reported = {str(failure)} if failure is not None else set()
         coordinator = self._coordinator
-        abort = getattr(coordinator, "_abort", None)  # WriteCoordinator: waits for calls in flight
-        if abort is not None:
+        if coordinator is not None:
             try:
-                abort(_Stopped(), None)
-            except _Stopped:
-                pass
+                coordinator.stop()
             except Exception as exc:
                 self._log_once(reported, exc)
         try:
@@ -566,10 +563,6 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
         except (TargetRunError, MarketoError, ResultsFileError, *_SDK_INPUT_ERRORS) as exc:
             cls.logger.error("%s", exc)  # one clear line, no traceback
             sys.exit(1)
-
-
-class _Stopped(Exception):
-    """Raised back by the coordinator's abort when the target stops it after its own error."""
 
 
 def _batch_compression(encoding: t.Any) -> str | None:

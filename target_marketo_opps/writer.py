@@ -64,6 +64,7 @@ from marketo_api import (
 from .records import (
     DELETE,
     SYNC,
+    UNCERTAIN_WRITE,
     ConflictKey,
     Item,
     Outcome,
@@ -90,7 +91,6 @@ PRESENCE_MEMORY_SECONDS = 60.0
 
 
 # A record whose latest write this run could not confirm against a lost, possibly late attempt.
-UNCERTAIN_WRITE = "uncertain_write"
 WRITTEN = frozenset({"created", "updated", "deleted"})
 CHECKED_NOTE = (
     "an earlier write of this record had a lost answer; a query after it showed Marketo holding "
@@ -265,6 +265,9 @@ class Coordinator:
     def close(self) -> None:
         """Release threads and connections (idempotent)."""
 
+    def stop(self) -> None:
+        """After a failure elsewhere: send nothing more, record what calls in flight answered."""
+
 
 class BatchSender:
     """Sends one batch and turns Marketo's answers into outcomes (runs in worker threads)."""
@@ -304,14 +307,14 @@ class BatchSender:
                 return self.client.sync(batch.obj, payloads, action=batch.action, dedupe_by=batch.by)
             return self.client.delete(batch.obj, payloads, delete_by=batch.by)
         except MarketoError as exc:
-            if exc.code != "413":
+            if exc.code not in BATCH_REFUSALS_OF_ONE_RECORD:
                 raise
             if len(items) == 1:
-                reason = Reason("413", "Marketo refused the request body as too large (HTTP 413)")
-                return [RecordResult(seq=0, status="skipped", reasons=(reason,))]
-            # Our size estimate disagreed with the server's limit: halve and try again.
+                return [RecordResult(seq=0, status="skipped", reasons=(_refusal_reason(exc),))]
+            # One record made Marketo refuse the whole call (a body over the server's limit, which
+            # our size estimate missed; an unknown externalSalesPersonId): halve and try again.
             middle = len(items) // 2
-            self.logger.info("HTTP 413 for %d records; splitting the batch in two", len(items))
+            self.logger.info("%s for %d records; splitting the batch in two", exc.code, len(items))
             first = self._call(batch, items[:middle])
             second = self._call(batch, items[middle:])
             return first + [replace(r, seq=r.seq + middle) for r in second]
@@ -1215,8 +1218,18 @@ class WriteCoordinator(Coordinator):
 
     # ---- failure ------------------------------------------------------------------------
 
+    def stop(self) -> None:
+        self._drain_after_failure(None)
+
     def _abort(self, error: BaseException, failed: Batch | None) -> None:
         """Stop the run: record what the calls still in flight answered, then raise."""
+        self._drain_after_failure(failed)
+        if isinstance(error, CrmSyncEnabledError) and str(error) != CRM_MESSAGE:
+            raise crm_error(error)
+        raise error
+
+    def _drain_after_failure(self, failed: Batch | None) -> None:
+        """Send nothing more; record what the calls still in flight answered, and sync the file."""
         self._aborting = True
         self._open.clear()
         self._parked.clear()
@@ -1240,9 +1253,6 @@ class WriteCoordinator(Coordinator):
                 len(self._checks),
             )
         self.results.sync()
-        if isinstance(error, CrmSyncEnabledError) and str(error) != CRM_MESSAGE:
-            raise crm_error(error)
-        raise error
 
 
 class _ProgressGuard:
@@ -1266,6 +1276,16 @@ def _submit_order(key: BatchKey) -> int:
     if obj is OPP:
         return 0 if op == SYNC else 2
     return 1
+
+
+# Call-level codes that one bad record of a batch can cause: the batch is halved down to that record.
+BATCH_REFUSALS_OF_ONE_RECORD = frozenset({"413", "718"})
+
+
+def _refusal_reason(exc: MarketoError) -> Reason:
+    if exc.code == "413":
+        return Reason("413", "Marketo refused the request body as too large (HTTP 413)")
+    return Reason(exc.code or "", exc.marketo_message or str(exc))
 
 
 def _guid_of(item: Item) -> str | None:

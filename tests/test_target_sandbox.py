@@ -516,6 +516,25 @@ def test_a_413_from_marketo_halves_the_batch(make_sandbox: SandboxFactory, tmp_p
     assert small.stats()["http_status"]["413"] >= 1
 
 
+@pytest.mark.parametrize("level", ["response", "record"])
+def test_an_unknown_sales_person_skips_only_its_record(
+    make_sandbox: SandboxFactory, tmp_path: Path, level: str
+) -> None:
+    checked = make_sandbox(opportunities=5, leads=60, heavy_leads=0, sales_person_check=level)
+    known = checked.store.sales_persons()[0]
+    messages = [
+        opp_schema(),
+        *[opp(f"S-{n}", externalSalesPersonId=known) for n in range(9)],
+        opp("S-BAD", externalSalesPersonId="NO-SUCH-PERSON"),
+    ]
+    run = run_target(config(checked, tmp_path, max_rejections=None), messages)
+    assert run.statuses() == {"created": 9, "skipped": 1}
+    assert run.status_of(10) == "skipped"
+    assert run.reason_codes(10) == ["718"]
+    assert checked.store.opportunity("S-BAD") is None
+    assert all(checked.store.opportunity(f"S-{n}") is not None for n in range(9))
+
+
 def test_batches_run_concurrently_within_the_limit(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
     slow = make_sandbox(opportunities=5, leads=60, heavy_leads=0, latency_seconds=0.05)
     messages = [opp_schema(), *[opp(f"C-{n}") for n in range(40)]]

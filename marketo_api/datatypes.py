@@ -113,6 +113,8 @@ def to_api(field: FieldDescription, value: Any) -> Any:
             number = value if isinstance(value, Decimal) else Decimal(str(value))
             if not number.is_finite():
                 raise ValueTypeError(f"{value!r} is not a finite number")
+            if abs(number) > _DOUBLE_MAX:
+                raise ValueTypeError(f"{value!r} is beyond the range of Marketo's numbers (doubles)")
             return format(number, "f")
         if data_type == "boolean":
             return _to_bool(value)
@@ -131,6 +133,9 @@ def _reason(exc: Exception) -> str:
     # decimal's own message is a list of signal classes ("[<class 'decimal.ConversionSyntax'>]").
     return "not a number" if isinstance(exc, InvalidOperation) else str(exc)
 
+
+# Marketo stores float and currency fields as doubles; a larger magnitude cannot be stored as sent.
+_DOUBLE_MAX = Decimal("1.7976931348623157e308")
 
 # Marketo integers are 32-bit (lead ids, scores); a larger number is a data error, not an id.
 _INT_LIMIT = 2**31

@@ -74,6 +74,8 @@ class BatchFileError(Exception):
 #: line and without a traceback.
 _SDK_INPUT_ERRORS = (InvalidInputLine, RecordsWithoutSchemaException, InvalidJSONSchema, UnknownStreamError)
 _INPUT_ERRORS = (BatchFileError, KeyError, TypeError, ValueError)
+#: Failures of the input alone, after which Marketo and the results file still work.
+_FATAL_INPUT_ERRORS = (InputLineError, *_SDK_INPUT_ERRORS)
 _MESSAGE_TYPES = ("SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH")
 
 #: `--about` text of singer-sdk's built-in `load_method`, which this target does not use.
@@ -138,6 +140,10 @@ class NumberedReader(SingerReader):
     def _parse(self, line: str) -> dict:
         try:
             message = deserialize_json(line)
+        except RecursionError:
+            raise InputLineError(
+                f"Input line {self.line_number} is nested too deeply to be a Singer message"
+            ) from None
         except ValueError as exc:
             detail = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
             raise InputLineError(f"Input line {self.line_number} is not valid JSON: {detail}") from None
@@ -460,6 +466,8 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
         failure = sys.exc_info()[1]
         reported = {str(failure)} if failure is not None else set()
         coordinator = self._coordinator
+        if coordinator is not None and isinstance(failure, _FATAL_INPUT_ERRORS):
+            self._drain_before_bad_input(reported)
         if coordinator is not None:
             try:
                 coordinator.stop()
@@ -468,6 +476,20 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
         try:
             self.close(create_results=False)
         except ResultsFileError as exc:
+            self._log_once(reported, exc)
+
+    def _drain_before_bad_input(self, reported: set[str]) -> None:
+        """The input before a bad line is good: write it, record its outcomes and its STATE.
+
+        Marketo and the results file still work, so the records read before the line get their
+        outcome now instead of waiting for a rerun; the run still fails, naming the line.
+        """
+        assert self._coordinator is not None
+        self._end_of_input = True  # roles still waiting for an opportunity settle now
+        try:
+            self._coordinator.checkpoint(final=True)
+            self._emit_ready_state()
+        except Exception as exc:
             self._log_once(reported, exc)
 
     def _log_once(self, reported: set[str], error: BaseException) -> None:

@@ -223,6 +223,15 @@ def test_a_date_given_as_a_datetime_must_be_a_whole_valid_datetime() -> None:
             to_api(field, junk)
 
 
+def test_a_number_beyond_a_double_is_refused_not_sent() -> None:
+    from decimal import Decimal
+
+    assert to_api(_field("amount", "currency"), Decimal("1.5e308")) == format(Decimal("1.5e308"), "f")
+    for huge in (Decimal("1e400"), Decimal("-1e309")):
+        with pytest.raises(ValueTypeError, match="range"):
+            to_api(_field("amount", "currency"), huge)
+
+
 def test_integer_field_refuses_fraction() -> None:
     with pytest.raises(ValueTypeError, match="whole number"):
         from_api(_field("n", "integer"), "1.5")

@@ -64,7 +64,7 @@ BAD_TAILS: dict[str, list[str]] = {
 
 
 @pytest.mark.parametrize("tail", list(BAD_TAILS), ids=list(BAD_TAILS))
-def test_a_fatal_input_error_records_every_outcome_known_and_names_the_line(
+def test_a_fatal_input_error_writes_the_input_before_it_and_names_the_line(
     make_sandbox: SandboxFactory, tmp_path: Path, tail: str
 ) -> None:
     sb = make_sandbox(opportunities=5, leads=20, heavy_leads=0, latency_seconds=0.05, rate_limit=None)
@@ -81,7 +81,8 @@ def test_a_fatal_input_error_records_every_outcome_known_and_names_the_line(
         if o["externalOpportunityId"].startswith("IN-")
     }
     rows = results_of(Path(config["results_path"]))
-    assert written, "no call was answered before the failure"
+    # The input before the bad line is good: all of it is written before the run fails.
+    assert written == {f"IN-{n:04d}" for n in range(1, 301)}
     assert {row["key"]["externalOpportunityId"] for row in rows} == written
     assert all(row["status"] == "created" for row in rows)
     assert done.returncode == 1
@@ -91,8 +92,10 @@ def test_a_fatal_input_error_records_every_outcome_known_and_names_the_line(
     assert f"Input line {len(lines)}" in errors[-1]
     # STATE never runs ahead of the lines on disk, and none follows the bad line.
     recorded = {row["record"] for row in rows}
-    for line in (tmp_path / "out").read_text().splitlines():
-        assert set(range(1, json.loads(line)["done"] + 1)) <= recorded
+    states = [json.loads(line)["done"] for line in (tmp_path / "out").read_text().splitlines()]
+    for done_through in states:
+        assert set(range(1, done_through + 1)) <= recorded
+    assert states[-1] == 300  # the STATE given before the bad line, now true, is passed on
 
 
 def test_a_lone_surrogate_in_a_key_is_rejected_and_the_results_file_stays_readable(
@@ -312,6 +315,10 @@ FATAL_LINES: dict[str, str] = {
     "unknown type": '{"type": "RECORDZ"}',
     "schema without properties": '{"type": "SCHEMA", "stream": "opportunities", "schema": {}}',
     "record without stream": '{"type": "RECORD", "record": {}}',
+    "nested too deeply": '{"type": "RECORD", "stream": "opportunities", "record": {"x": '
+    + "[" * 100_000
+    + "]" * 100_000
+    + "}}",
     "unreadable batch encoding": '{"type": "BATCH", "stream": "opportunities", '
     '"encoding": {"format": "parquet"}, "manifest": []}',
 }

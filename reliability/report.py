@@ -1,0 +1,381 @@
+"""RELIABILITY.md from one run's figures (nothing in it is typed by hand)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from . import corpus
+from .crashes import CrashTrial
+from .faults import Trial
+from .leaks import LeakScan
+
+RULES = """\
+A record is **lost** when any of these holds, and the count is taken per record:
+
+- **Target.** It has no outcome line in `results_path` although the run exited 0; its outcome
+  says `created`/`updated`/`deleted` but the sandbox's store does not hold what the input asked
+  (field values, absence after a delete, the last value of a key written twice); a STATE was
+  emitted after it before its outcome line was on disk; or the run failed and it came *before*
+  the hostile line yet has no outcome line. After a SIGKILL, an outcome line of the killed run
+  that claims a write Marketo does not hold also counts. Rejected and skipped records carry a
+  reason, so they are not lost; they are counted apart.
+- **Tap.** An opportunity or role the sandbox holds for the configured leads that the run (or,
+  after a SIGKILL, neither the killed run nor the run resumed from its last STATE) emitted.
+  A record emitted twice by one run counts as a duplicate; the resumed run may repeat records of
+  the killed run (documented: the target upserts).
+
+Every corpus file has good records (`G-…`) around one hostile thing, and its entry in
+`tests/data/bad_inputs/index.json` lists the outcome classes that are acceptable for it. The run
+observes one class:
+
+| Class | Meaning |
+|---|---|
+| `all_written` | exit 0; every record, hostile ones included, written and in Marketo (as the index \
+asks: a naive datetime, say, only if read as UTC) |
+| `bad_rejected` | exit 0; every good record written and in Marketo; every hostile record has \
+one outcome line with a status the index accepts (rejected/skipped with a reason) |
+| `run_failed` | exit non-zero; the log names the hostile line (`line N`) and holds no Python traceback |
+| `unclear_failure` | exit non-zero without naming the line, or with a traceback |
+| `good_not_written` | exit 0, but a good record was rejected or skipped |
+| `bad_mishandled` | exit 0, but a hostile record ended in a status the index does not accept \
+(e.g. `_sdc_deleted_at: false` taken as a delete) |
+
+An item **passes** when its observed class is acceptable and it lost nothing. Records after the
+hostile line of a failed run are *not reached*: not lost, since the run failed, said where, and
+no STATE passed them. The target runs with `max_rejections: null`, so the exit code tells run
+failures from rejections.
+
+Secrets: every stdout, stderr and results file of every run (both connectors at DEBUG, through
+`TAP_MARKETO_OPPS_LOGLEVEL` / `TARGET_MARKETO_OPPS_LOGLEVEL`) is searched for the client secret
+(random per run) and for every access token any sandbox issued, revoked ones included."""
+
+
+@dataclass
+class RunInfo:
+    command: str
+    size: str
+    started: str
+    commit: str
+    machine: str
+    seconds: float
+    notes: list[str]
+
+
+def _table(header: list[str], rows: Iterable[list[Any]]) -> list[str]:
+    align = ["---:" if h.endswith("#") or h in NUMERIC else "---" for h in header]
+    out = ["| " + " | ".join(h.rstrip("#") for h in header) + " |", "|" + "|".join(align) + "|"]
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"a row of {len(row)} cells under {len(header)} headers: {header}")
+        out.append("| " + " | ".join(_cell(v) for v in row) + " |")
+    return out
+
+
+NUMERIC = {
+    "injected",
+    "retries",
+    "renewals",
+    "records",
+    "written",
+    "rejected",
+    "lost",
+    "exit",
+    "s",
+    "dup",
+    "trials",
+    "trial",
+    "kill after calls",
+    "STATE ahead",
+    "rerun exit",
+    "killed mid-run",
+    "rerun exit ≠ 0",
+    "not reached",
+    "at line",
+    "resumed from a STATE",
+    "files scanned",
+    "bytes",
+    "DEBUG lines",
+    "tokens issued",
+    "hits",
+}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def render(
+    info: RunInfo,
+    fault_trials: list[Trial],
+    crash_trials: list[CrashTrial],
+    items: list[corpus.ItemOutcome],
+    leaks: LeakScan,
+) -> str:
+    lost_faults = sum(t.lost for t in fault_trials)
+    lost_crashes = sum(t.lost for t in crash_trials)
+    lost_corpus = sum(i.lost for i in items)
+    lost = lost_faults + lost_crashes + lost_corpus
+    passed_faults = sum(1 for t in fault_trials if t.lost == 0 and t.returncode == 0 and t.rejected == 0)
+    passed_items = sum(1 for i in items if i.passed)
+    tap_crashes = [t for t in crash_trials if t.connector == "tap"]
+    target_crashes = [t for t in crash_trials if t.connector == "target"]
+    lines = [
+        "# Reliability",
+        "",
+        f"Generated by `{info.command}`; do not edit by hand (`make reliability` writes it; "
+        "`make test` runs the same script at `--size small`). Every figure below comes from that run.",
+        "",
+        f"- Run: {info.started} UTC, size `{info.size}`, {info.seconds:.0f} s",
+        f"- Commit: {info.commit}",
+        f"- Machine: {info.machine}",
+        "",
+        "## Result",
+        "",
+        *_table(
+            ["Figure", "Goal", "This run"],
+            [
+                ["Records lost (all trials)", "0", f"**{lost}**"],
+                ["Secrets found in output at DEBUG", "0", f"**{leaks.hits}**"],
+                [
+                    "Fault trials without loss, rejection or failed exit",
+                    "all",
+                    f"{passed_faults} of {len(fault_trials)}",
+                ],
+                ["Lost in fault trials", "0", lost_faults],
+                [
+                    "SIGKILL trials (tap / target)",
+                    "≥ 20 each (full size)",
+                    f"{len(tap_crashes)} / {len(target_crashes)}",
+                ],
+                ["Lost in SIGKILL trials", "0", lost_crashes],
+                ["Bad-input corpus items passing", f"all {len(items)}", f"{passed_items} of {len(items)}"],
+                ["Lost in the corpus", "0", lost_corpus],
+            ],
+        ),
+        "",
+        "## How outcomes are judged",
+        "",
+        RULES,
+        "",
+        "## Faults injected",
+        "",
+        "Each class runs the tap (leads 1..N of a sandbox, discovery included) and the target (new "
+        "opportunities with two roles each, roles first, later updates of earlier keys, deletes of "
+        "seeded opportunities and of roles, a STATE every 10 opportunities) with the fault injected "
+        "by the sandbox. *injected* is the sandbox's count (token revocations included); *retries* and "
+        "*renewals* are the connector's own counts from its last log line. For the tap, *records* are the "
+        "opportunities and roles the sandbox holds for those leads and *written* those it emitted.",
+        "",
+        *_table(
+            [
+                "fault",
+                "description",
+                "connector",
+                "injected",
+                "retries",
+                "renewals",
+                "records",
+                "written",
+                "rejected",
+                "lost",
+                "dup",
+                "exit",
+                "s",
+                "notes",
+            ],
+            [
+                [
+                    t.fault,
+                    _desc(t.fault, info),
+                    t.connector,
+                    t.injected,
+                    t.retries if t.retries >= 0 else "n/a",
+                    t.reauths,
+                    t.records,
+                    t.written,
+                    t.rejected,
+                    t.lost,
+                    t.duplicates,
+                    t.returncode,
+                    t.seconds,
+                    "; ".join(t.notes)[:300],
+                ]
+                for t in fault_trials
+            ],
+        ),
+        "",
+        "## SIGKILL crash trials",
+        "",
+        "The tap is killed once its output reaches a seeded random fraction of a clean run's output "
+        "(plus up to 50 ms) and rerun with the last STATE it printed; the target is killed after a seeded "
+        "random number of write calls (plus up to 50 ms) and rerun on the same input with the same "
+        "results file. *killed* says the process was "
+        "still running when the signal came; *resumed from a STATE* counts tap reruns that started after a "
+        "key-batch checkpoint of the killed run, and target runs that had emitted a STATE before the kill.",
+        "",
+        *_table(
+            [
+                "connector",
+                "trials",
+                "killed mid-run",
+                "resumed from a STATE",
+                "lost",
+                "dup",
+                "STATE ahead",
+                "rerun exit ≠ 0",
+            ],
+            [
+                [
+                    name,
+                    len(group),
+                    sum(t.killed for t in group),
+                    sum(t.resumed_from_state for t in group),
+                    sum(t.lost for t in group),
+                    sum(t.duplicates for t in group),
+                    sum(t.state_ahead for t in group),
+                    sum(1 for t in group if t.rerun_exit != 0),
+                ]
+                for name, group in (("tap", tap_crashes), ("target", target_crashes))
+            ],
+        ),
+        "",
+        "<details><summary>Every trial</summary>",
+        "",
+        *_table(
+            [
+                "connector",
+                "trial",
+                "killed at",
+                "killed",
+                "resumed from a STATE",
+                "records",
+                "lost",
+                "dup",
+                "STATE ahead",
+                "rerun exit",
+                "notes",
+            ],
+            [
+                [
+                    t.connector,
+                    t.number,
+                    t.kill_point,
+                    t.killed,
+                    t.resumed_from_state,
+                    t.records,
+                    t.lost,
+                    t.duplicates,
+                    t.state_ahead,
+                    t.rerun_exit,
+                    "; ".join(t.notes)[:200],
+                ]
+                for t in crash_trials
+            ],
+        ),
+        "",
+        "</details>",
+        "",
+        "## Bad-input corpus",
+        "",
+        f"{len(items)} files in `tests/data/bad_inputs/` (index: `index.json`), each run through "
+        "`target-marketo-opps` against a fresh sandbox. *good* is written of all good records; "
+        "*not reached* are good records after the hostile line of a failed run.",
+        "",
+        *_table(
+            [
+                "file",
+                "hostile input",
+                "at line",
+                "acceptable",
+                "observed",
+                "exit",
+                "names line",
+                "traceback",
+                "good",
+                "not reached",
+                "hostile outcome",
+                "STATE ahead",
+                "lost",
+                "pass",
+                "notes",
+            ],
+            [
+                [
+                    i.file,
+                    i.description,
+                    i.bad_line or "-",
+                    ", ".join(i.acceptable),
+                    i.observed,
+                    i.returncode,
+                    i.names_line,
+                    i.traceback,
+                    f"{i.written}/{i.good}",
+                    i.not_reached,
+                    ", ".join(i.bad_outcomes) or "-",
+                    i.state_ahead,
+                    i.lost,
+                    "**pass**" if i.passed else "FAIL",
+                    "; ".join(i.notes)[:300],
+                ]
+                for i in items
+            ],
+        ),
+        "",
+        "## Secrets in output",
+        "",
+        *_table(
+            ["files scanned", "bytes", "DEBUG lines", "tokens issued", "hits"],
+            [[leaks.files, f"{leaks.bytes:,}", f"{leaks.debug_lines:,}", leaks.tokens, leaks.hits]],
+        ),
+        "",
+    ]
+    if leaks.examples:
+        lines += ["Hits:", "", *[f"- {e}" for e in leaks.examples], ""]
+    if info.notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in info.notes], ""]
+    return "\n".join(lines)
+
+
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def _desc(name: str, info: RunInfo) -> str:
+    return _DESCRIPTIONS.get(name, "")
+
+
+def summary(
+    fault_trials: list[Trial],
+    crash_trials: list[CrashTrial],
+    items: list[corpus.ItemOutcome],
+    leaks: LeakScan,
+) -> dict[str, Any]:
+    """The figures a test or CI can check, as JSON."""
+    return {
+        "lost": sum(t.lost for t in fault_trials)
+        + sum(t.lost for t in crash_trials)
+        + sum(i.lost for i in items),
+        "leaked": leaks.hits,
+        "fault_trials": len(fault_trials),
+        "fault_trials_clean": sum(
+            1 for t in fault_trials if t.lost == 0 and t.returncode == 0 and t.rejected == 0
+        ),
+        "crash_trials": {
+            "tap": sum(1 for t in crash_trials if t.connector == "tap"),
+            "target": sum(1 for t in crash_trials if t.connector == "target"),
+        },
+        "corpus_items": len(items),
+        "corpus_failing": [i.file for i in items if not i.passed],
+        "lost_by_part": {
+            "faults": {f"{t.fault}/{t.connector}": t.lost for t in fault_trials if t.lost},
+            "crashes": {f"{t.connector}#{t.number}": t.lost for t in crash_trials if t.lost},
+            "corpus": {i.file: i.lost for i in items if i.lost},
+        },
+        "debug_lines": leaks.debug_lines,
+        "files_scanned": leaks.files,
+    }

@@ -155,7 +155,7 @@ class Batch:
             sync_envelope_bytes(self.action, self.by) if self.op == SYNC else delete_envelope_bytes(self.by)
         )
         self.items: list[Item] = []
-        self.keys: set[ConflictKey] = set()
+        self.keys: set[ConflictKey] = set()  # loose keys (`loose_keys`) of the items
         self.key_kinds: collections.Counter[frozenset[str]] = collections.Counter()
         self.bytes = self.overhead
         # Keys of records this run already saw in Marketo when the batch was sent: for them an
@@ -171,7 +171,7 @@ class Batch:
 
     def conflicts(self, item: Item) -> bool:
         """Whether the item may address a Marketo record one of this batch's items addresses."""
-        if any(k in self.keys for k in item.conflict_keys):
+        if any(k in self.keys for k in loose_keys(item)):
             return True
         return _ordered(self.op, item.op) and any(
             _unrelated(item.key_kinds, kinds) for kinds in self.key_kinds
@@ -194,7 +194,7 @@ class Batch:
     def add(self, item: Item) -> None:
         self.bytes += item.size + (1 if self.items else 0)
         self.items.append(item)
-        self.keys.update(item.conflict_keys)
+        self.keys.update(loose_keys(item))
         self.key_kinds[item.key_kinds] += 1
 
     def remove(self, removed: Iterable[Item]) -> None:
@@ -1088,7 +1088,7 @@ class WriteCoordinator(Coordinator):
                 for d in doubts
                 if d.due <= now
                 and d.pending is not None
-                and busy.isdisjoint(d.pending.conflict_keys)
+                and busy.isdisjoint(loose_keys(d.pending))
                 and not (deleting and d.pending.obj is ROLE)
             ]
         if not doubts:
@@ -1286,6 +1286,25 @@ def _refusal_reason(exc: MarketoError) -> Reason:
     if exc.code == "413":
         return Reason("413", "Marketo refused the request body as too large (HTTP 413)")
     return Reason(exc.code or "", exc.marketo_message or str(exc))
+
+
+def loose_keys(item: Item) -> tuple[ConflictKey, ...]:
+    """The item's keys as a Marketo that ignores case and outer spaces in keys would see them.
+
+    Whether Marketo matches `externalOpportunityId` or `role` case-sensitively is not documented,
+    so two records whose keys differ only so never share a batch (Marketo could answer 1036
+    "duplicate") and keep their input order; everything else still tells them apart.
+    """
+    return tuple((obj, kind, loose_value(value)) for obj, kind, value in item.conflict_keys)
+
+
+def loose_value(value: Any) -> Any:
+    """A key value as a Marketo that ignores case and outer spaces would compare it."""
+    if isinstance(value, str):
+        return value.strip().casefold()
+    if isinstance(value, tuple):
+        return tuple(loose_value(v) for v in value)
+    return value
 
 
 def _guid_of(item: Item) -> str | None:

@@ -97,6 +97,13 @@ if TYPE_CHECKING:
 
     from .tap import TapMarketoOpps
 
+# The SDK's keys for the running maximum of an unsorted stream, and what our note there says.
+PROGRESS_MARKERS = "progress_markers"
+PROGRESS_MARKER_NOTE = "Note"
+RESUME_NOTE = (
+    "Running maximum of updatedAt, promoted to the bookmark when the run finishes. "
+    "A stopped run resumes from the key-batch state in bookmarks.key_batches."
+)
 OPPORTUNITIES = "opportunities"
 OPPORTUNITY_ROLES = "opportunity_roles"
 OPPORTUNITY_FIELDS = "opportunity_fields"
@@ -434,6 +441,20 @@ class MarketoRecordStream(Stream):
                 limit=_parse_moment(signpost) if signpost else None,
             )
         return self._second
+
+    def _increment_stream_state(self, latest_record: Record, *, context: Context | None = None) -> None:
+        """Put our own note on the running maximum before the SDK's first increment of a run.
+
+        Records come in key-batch order, not by updatedAt, so the SDK keeps the maximum in
+        progress markers and promotes it only when the run finishes. Finding no marker, it would
+        log "Stream is assumed to be unsorted, progress is not resumable if interrupted" and
+        write that note into every STATE. Untrue here: a stopped run resumes after
+        bookmarks.key_batches.checkpoint. With the marker present the SDK says neither.
+        """
+        if latest_record and self.replication_method == REPLICATION_INCREMENTAL and self.replication_key:
+            state = self.state_manager.get_context_state(context)
+            state.setdefault(PROGRESS_MARKERS, {PROGRESS_MARKER_NOTE: RESUME_NOTE})
+        super()._increment_stream_state(latest_record, context=context)
 
     def finalize_state_progress_markers(self, state: dict | None = None) -> None:
         """At the end of a finished run: promote the bookmark (SDK), then store its second's records."""

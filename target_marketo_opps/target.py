@@ -248,6 +248,7 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
         load_method = config_jsonschema["properties"].get("load_method")
         if isinstance(load_method, dict):
             load_method["description"] = LOAD_METHOD_DESCRIPTION
+            load_method["default"] = "append-only"  # the enum's value, not its repr, in --about
 
     # ---- configuration ------------------------------------------------------------------
 

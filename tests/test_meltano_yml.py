@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import enum
 import json
 import re
 import subprocess
@@ -54,6 +55,24 @@ def test_meltano_yml_lists_exactly_the_advertised_settings(
     declared = [s["name"] for s in plugin_entry(kind, name)["settings"]]
     assert len(declared) == len(set(declared))
     assert set(declared) == set(advertised_settings(cls))
+
+
+def default_of(prop: dict[str, Any]) -> Any:
+    """A setting's `--about` default as meltano.yml writes it (an enum default by its value)."""
+    default = prop.get("default")
+    return default.value if isinstance(default, enum.Enum) else default
+
+
+@pytest.mark.parametrize(("kind", "name", "cls"), OWN_PLUGINS)
+def test_meltano_yml_defaults_and_descriptions_are_the_advertised_ones(
+    kind: str, name: str, cls: type[Tap | Target]
+) -> None:
+    """`meltano config list` must tell what `--about` tells: same default, same description."""
+    advertised = advertised_settings(cls)
+    for setting in plugin_entry(kind, name)["settings"]:
+        prop = advertised[setting["name"]]
+        assert setting.get("value") == default_of(prop), setting["name"]
+        assert setting.get("description") == prop.get("description"), setting["name"]
 
 
 @pytest.mark.parametrize(("kind", "name", "cls"), OWN_PLUGINS)

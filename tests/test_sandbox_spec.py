@@ -120,17 +120,8 @@ class SpecClient:
     def __init__(self, sb: Sandbox, spec_complete: bool) -> None:
         self.base = sb.base_url
         self.spec_complete = spec_complete
-        token = requests.get(
-            self.base + "/identity/oauth/token",
-            params={
-                "grant_type": "client_credentials",
-                "client_id": sb.config.client_id,
-                "client_secret": sb.config.client_secret,
-            },
-            timeout=10,
-        ).json()["access_token"]
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers["Authorization"] = f"Bearer {sb.issue_token()}"
         self.covered: set[tuple[str, str]] = set()
         self.checked = 0
 

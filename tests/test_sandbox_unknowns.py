@@ -19,17 +19,8 @@ MakeSandbox = Callable[..., Sandbox]
 
 
 def _session(sb: Sandbox) -> requests.Session:
-    token = requests.get(
-        sb.base_url + "/identity/oauth/token",
-        params={
-            "grant_type": "client_credentials",
-            "client_id": sb.config.client_id,
-            "client_secret": sb.config.client_secret,
-        },
-        timeout=10,
-    ).json()["access_token"]
     session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
+    session.headers["Authorization"] = f"Bearer {sb.issue_token()}"
     return session
 
 

@@ -73,6 +73,19 @@ def queries(sb: Sandbox) -> int:
     )
 
 
+def delete_then_recreate(kept: str, gone: str) -> list[dict[str, Any]]:
+    """A role of another opportunity (it fixes the call order), then `gone` deleted, re-created
+    and given a role."""
+    return [
+        role_schema(),
+        role(kept, 5),
+        opp_schema(),
+        deleted(opp(gone)),
+        opp(gone, stage="again"),
+        role(gone, 3),
+    ]
+
+
 def wait_for_late_writes(sb: Sandbox, count: int) -> None:
     """The test's own view: the late writes have landed (they must have, before the check)."""
     deadline = time.monotonic() + 10
@@ -143,15 +156,7 @@ def test_roles_removed_by_a_late_opportunity_delete_are_sent_again(sb: Sandbox, 
     # opportunities describe, 3 the delete (dropped, applied late), 4 its retry, 5 the re-create,
     # 6 both roles.
     sb.configure(faults=[Fault(kind="late", calls=[3], seconds=LATE)])
-    messages = [
-        role_schema(),
-        role(kept, 5),
-        opp_schema(),
-        deleted(opp(gone)),
-        opp(gone, stage="again"),
-        role(gone, 3),
-    ]
-    result = run(sb, tmp_path, messages)
+    result = run(sb, tmp_path, delete_then_recreate(kept, gone))
     wait_for_late_writes(sb, 1)
     assert result.error is None
     assert [result.status_of(n) for n in (1, 2, 3, 4)] == ["created", "deleted", "created", "created"]
@@ -209,15 +214,7 @@ def test_a_role_refused_after_a_late_delete_of_its_opportunity_waits_for_the_res
     sb.configure(
         faults=[Fault(kind="late", calls=[3], seconds=LATE), Fault(kind="slow", calls=[6], seconds=2 * LATE)]
     )
-    messages = [
-        role_schema(),
-        role(kept, 5),
-        opp_schema(),
-        deleted(opp(gone)),
-        opp(gone, stage="again"),
-        role(gone, 3),
-    ]
-    result = run(sb, tmp_path, messages)
+    result = run(sb, tmp_path, delete_then_recreate(kept, gone))
     wait_for_late_writes(sb, 1)
     assert result.error is None
     assert [result.status_of(n) for n in (2, 3, 4)] == ["deleted", "created", "created"]

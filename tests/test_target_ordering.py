@@ -21,6 +21,7 @@ from test_target_support import (
     role,
     role_schema,
     run_target,
+    sdk_style,
     state,
     target_config,
 )
@@ -48,18 +49,6 @@ def sb(make_sandbox: SandboxFactory, code: str) -> Sandbox:
 
 def config(sb: Sandbox, tmp_path: Path, **settings: Any) -> dict[str, Any]:
     return target_config(sb, tmp_path, max_calls_per_20s=100, **settings)
-
-
-def sdk_style(count: int, roles_each: int = 3, prefix: str = "P") -> list[dict[str, Any]]:
-    """Children before parents, as singer-sdk taps emit them, with STATE every few parents."""
-    messages: list[dict[str, Any]] = []
-    for n in range(1, count + 1):
-        messages.append(role_schema())
-        messages += [role(f"{prefix}-{n}", 1 + (n * 5 + i) % 60, f"Role {i}") for i in range(roles_each)]
-        messages += [opp_schema(), opp(f"{prefix}-{n}", amount=n * 10)]
-        if n % 4 == 0:
-            messages.append(state({"parents": n}))
-    return messages
 
 
 def run_within(seconds: float, config: dict[str, Any], messages: list[dict[str, Any]]) -> Any:

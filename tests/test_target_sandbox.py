@@ -20,6 +20,7 @@ from test_target_support import (
     role_schema,
     run_target,
     schema,
+    sdk_style,
     state,
     store_snapshot,
     target_config,
@@ -183,18 +184,6 @@ def test_deletes(sb: Sandbox, tmp_path: Path) -> None:
 
 
 # ---- ordering -----------------------------------------------------------------------------
-
-
-def sdk_style(count: int, roles_each: int = 3, prefix: str = "P") -> list[dict[str, Any]]:
-    """Children before parents, as singer-sdk taps emit them, with STATE every few parents."""
-    messages: list[dict[str, Any]] = []
-    for n in range(1, count + 1):
-        messages.append(role_schema())
-        messages += [role(f"{prefix}-{n}", 1 + (n * 5 + i) % 60, f"Role {i}") for i in range(roles_each)]
-        messages += [opp_schema(), opp(f"{prefix}-{n}", amount=n * 10)]
-        if n % 4 == 0:
-            messages.append(state({"parents": n}))
-    return messages
 
 
 def test_an_update_by_key_then_a_delete_by_marketo_guid_keep_their_order(

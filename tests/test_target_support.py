@@ -78,6 +78,18 @@ def state(value: Any) -> dict[str, Any]:
     return {"type": "STATE", "value": value}
 
 
+def sdk_style(count: int, roles_each: int = 3, prefix: str = "P") -> list[dict[str, Any]]:
+    """Children before parents, as singer-sdk taps emit them, with STATE every few parents."""
+    messages: list[dict[str, Any]] = []
+    for n in range(1, count + 1):
+        messages.append(role_schema())
+        messages += [role(f"{prefix}-{n}", 1 + (n * 5 + i) % 60, f"Role {i}") for i in range(roles_each)]
+        messages += [opp_schema(), opp(f"{prefix}-{n}", amount=n * 10)]
+        if n % 4 == 0:
+            messages.append(state({"parents": n}))
+    return messages
+
+
 def deleted(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "record": {**message["record"], "_sdc_deleted_at": "2026-11-01T00:00:00Z"}}
 

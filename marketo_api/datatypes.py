@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -95,6 +96,76 @@ def from_api(field: FieldDescription, value: Any) -> Any:
             f"field {field.name!r} ({data_type}): cannot read {value!r}: {_reason(exc)}"
         ) from None
     return value if isinstance(value, str) else str(value)
+
+
+def reader(field: FieldDescription) -> Callable[[Any], Any]:
+    """`from_api` for one field, with a fast path for the form Marketo sends its type in.
+
+    The tap reads every value of every record; dispatching on the dataType per value was its
+    largest cost. Each fast path returns exactly what `from_api` returns for the values it
+    takes (tests compare both on every form); anything else goes to `from_api` itself.
+    """
+    data_type = field.data_type
+
+    def slow(value: Any) -> Any:
+        return from_api(field, value)
+
+    if data_type in INTEGER_TYPES:
+
+        def read_integer(value: Any) -> Any:
+            if type(value) is int and -_INT_LIMIT < value < _INT_LIMIT:
+                return value
+            return slow(value)
+
+        return read_integer
+    if data_type in NUMBER_TYPES:
+
+        def read_number(value: Any) -> Any:
+            if type(value) is Decimal and value.is_finite():
+                return value
+            return slow(value)
+
+        return read_number
+    if data_type == "boolean":
+
+        def read_boolean(value: Any) -> Any:
+            return value if type(value) is bool else slow(value)
+
+        return read_boolean
+    if data_type == "date":
+
+        def read_date(value: Any) -> Any:
+            if type(value) is str and len(value) == 10 and "T" not in value:
+                try:
+                    return _date_from_iso(value).isoformat()
+                except ValueError:
+                    pass
+            return slow(value)
+
+        return read_date
+    if data_type == "datetime":
+
+        def read_datetime(value: Any) -> Any:
+            # Marketo's own form, 2024-01-31T10:00:00Z: the wall time is already UTC.
+            if type(value) is str and len(value) == 20 and value[19] == "Z":
+                try:
+                    parsed = _datetime_from_iso(value[:19])
+                except ValueError:
+                    return slow(value)
+                if parsed.tzinfo is None and not parsed.microsecond:
+                    return parsed.isoformat() + "+00:00"
+            return slow(value)
+
+        return read_datetime
+
+    def read_string(value: Any) -> Any:
+        return value if type(value) is str else slow(value)
+
+    return read_string
+
+
+_date_from_iso = dt.date.fromisoformat
+_datetime_from_iso = dt.datetime.fromisoformat
 
 
 def to_api(field: FieldDescription, value: Any) -> Any:

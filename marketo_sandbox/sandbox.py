@@ -108,6 +108,10 @@ class Sandbox:
         """The same dict as ``GET /_sandbox/stats``."""
         return self._state.stats()
 
+    def call_times(self) -> dict[str, Any]:
+        """The same dict as ``GET /_sandbox/call-times``: admission times of REST calls."""
+        return self._state.call_times()
+
     def reset_stats(self) -> None:
         """Zero counters, REST call numbering (for ``Fault.calls``), the per-record counts of
         ``RecordFault.times``, quota and rate window."""

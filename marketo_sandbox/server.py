@@ -785,6 +785,8 @@ class Handler(BaseHTTPRequestHandler):
                 data = parsed
             if method == "GET" and name == "stats":
                 self._send_json(200, state.stats(), count=False)
+            elif method == "GET" and name == "call-times":
+                self._send_json(200, state.call_times(), count=False)
             elif method == "GET" and name == "config":
                 self._send_json(200, state.config.public_dict(), count=False)
             elif method == "GET" and name == "store":

@@ -16,6 +16,9 @@ from .store import OPPORTUNITIES, Record, Store, skipped
 #: How many write batch sizes ``stats()["write_batch_sizes"]`` keeps per endpoint (the latest).
 MAX_BATCH_SIZES_KEPT = 10_000
 
+#: How many admission times ``call_times()`` keeps (the latest), enough for a long benchmark.
+MAX_CALL_TIMES_KEPT = 200_000
+
 #: Store object name -> :attr:`RecordFault.object` value.
 _RECORD_FAULT_OBJECT = {OPPORTUNITIES: "opportunity"}
 
@@ -96,6 +99,7 @@ class SandboxState:
         self._tokens: dict[str, float] = {}
         self._current_token: str | None = None
         self._rate_times: deque[float] = deque()
+        self._admitted_times: deque[float] = deque(maxlen=MAX_CALL_TIMES_KEPT)
         self._in_flight = 0
         self._reset_counters()
 
@@ -126,6 +130,8 @@ class SandboxState:
         self.max_concurrency_seen = self._in_flight
         self.quota_used = 0
         self._rate_times.clear()
+        self._admitted_times.clear()
+        self._stats_since = time.monotonic()
         self._fault_rng = random.Random(self._config.seed)
         self.record_faults_injected: Counter[str] = Counter()
         self.write_batch_sizes: defaultdict[str, deque[int]] = defaultdict(
@@ -163,6 +169,18 @@ class SandboxState:
                 "quota_used": self.quota_used,
                 "rate_window_calls": sum(1 for t in self._rate_times if t > now - window),
                 "store": self.store.counts(),
+            }
+
+    def call_times(self) -> dict[str, Any]:
+        """When each admitted REST call was counted against the rate window, in seconds since
+        start or ``reset_stats``: a benchmark measures the rate a client achieved from these."""
+        with self.lock:
+            since = self._stats_since
+            return {
+                "now": time.monotonic() - since,
+                "rate_window_seconds": self._config.rate_window_seconds,
+                "rate_limit": self._config.rate_limit,
+                "admitted": [round(t - since, 6) for t in self._admitted_times],
             }
 
     def count_identity(self, endpoint: str) -> None:
@@ -253,8 +271,8 @@ class SandboxState:
         with self.lock:
             if cfg.daily_quota is not None and self.quota_used >= cfg.daily_quota:
                 return "607", QUOTA_MESSAGE
+            now = time.monotonic()
             if cfg.rate_limit is not None:
-                now = time.monotonic()
                 cutoff = now - cfg.rate_window_seconds
                 times = self._rate_times
                 while times and times[0] <= cutoff:
@@ -262,6 +280,7 @@ class SandboxState:
                 if len(times) >= cfg.rate_limit:
                     return "606", rate_message(cfg)
                 times.append(now)
+            self._admitted_times.append(now)
             self.quota_used += 1
             return None
 

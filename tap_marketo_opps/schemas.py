@@ -3,18 +3,20 @@
 Record schemas come from Marketo's describe endpoints through `marketo_api.json_schema_for`
 (the project's one dataType mapping). At sync time the catalog's schema is the source of
 truth, so coercion is derived back from each property's JSON type and format: every dataType
-that maps to the same JSON type is read the same way by `marketo_api.datatypes.from_api`.
+that maps to the same JSON type is read the same way by `marketo_api.datatypes.from_api` (through
+`reader`, its per-field fast path).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from singer_sdk import typing as th
 
-from marketo_api import FieldDescription, ObjectDescription, ValueTypeError, from_api
+from marketo_api import FieldDescription, ObjectDescription, ValueTypeError
+from marketo_api.datatypes import reader
 
 logger = logging.getLogger("tap_marketo_opps")
 
@@ -82,19 +84,24 @@ class RecordCoercer:
         self._fields = {
             name: coercion_field(name, prop) for name, prop in schema.get("properties", {}).items()
         }
+        self._readers = {name: reader(spec) for name, spec in self._fields.items()}
+        self._plans: dict[tuple[str, ...], list[tuple[str, Callable[[Any], Any] | None]]] = {}
         self.unreadable = unreadable if unreadable is not None else {}
 
     def coerce(self, raw: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
         """The record with every field in `fields`; a field the API did not return is null."""
+        plan = self._plans.get(fields)
+        if plan is None:
+            plan = self._plans[fields] = [(name, self._readers.get(name)) for name in fields]
         record: dict[str, Any] = {}
-        for name in fields:
-            value = raw.get(name)
-            spec = self._fields.get(name)
-            if spec is None or value is None:
+        get = raw.get
+        for name, read in plan:
+            value = get(name)
+            if value is None or read is None:
                 record[name] = value
                 continue
             try:
-                record[name] = from_api(spec, value)
+                record[name] = read(value)
             except ValueTypeError as exc:
                 self._report(raw, name, exc)
                 record[name] = None

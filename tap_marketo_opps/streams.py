@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from singer_sdk import Stream
+from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.types import Context, Record
 from singer_sdk.mapper import RemoveRecordTransform, StreamMap
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
@@ -258,6 +259,7 @@ class KeyBatchesStream(Stream):
                         yield {"source": source.name, "batch": result.number, "keys": result.key_count}
                         # Every selected child has now emitted this batch's records.
                         run.current = None
+                        tap.flush_output()
                         run.queries.add(result.queries)
                         run.keys += result.key_count
                         if not dry_run and result.complete_through > progress.checkpoint:
@@ -354,6 +356,9 @@ class MarketoRecordStream(Stream):
     parent_stream_type = KeyBatchesStream
     # One bookmark per stream, not one per key batch.
     state_partitioning_keys: ClassVar[list[str]] = []
+    # RecordCoercer already emits exactly the schema's properties as JSON-ready values of their
+    # types (str, int, bool, finite Decimal, None); the SDK's conformance would return them unchanged.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(
         self,

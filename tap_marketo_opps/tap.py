@@ -31,6 +31,7 @@ from marketo_api import (
 from marketo_singer import ConnectorConfigValidation
 
 from .keys import key_sources
+from .output import TapWriter
 from .pipeline import interruptible_sleep
 from .schemas import LOGGED_UNREADABLE_PER_FIELD, replication_key_for, unreadable_summary
 from .streams import (
@@ -157,6 +158,8 @@ class TapMarketoOpps(ConnectorConfigValidation, Tap):
     package_name = "marketo-opps"
     dynamic_catalog = True  # discovery calls describe, so --discover needs valid credentials
     config_jsonschema = _config_jsonschema()
+    # msgspec where it writes the same bytes as the SDK's writer; RECORDs are not flushed one by one.
+    message_writer_class = TapWriter
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._describe_lock = threading.Lock()
@@ -224,6 +227,11 @@ class TapMarketoOpps(ConnectorConfigValidation, Tap):
         with the STATE makes the output say plainly where a resumed run starts.
         """
         self.write_message(StateMessage(value=self.state))
+
+    def flush_output(self) -> None:
+        """Send the RECORD messages written so far (the writer flushes at every other message)."""
+        if isinstance(self.message_writer, TapWriter):
+            self.message_writer.flush()
 
     def count_field_pages(self, pages: int) -> None:
         self._field_pages += pages

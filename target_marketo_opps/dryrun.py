@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marketo_api import (
     MAX_BATCH,
@@ -30,6 +30,9 @@ from marketo_api import (
 from .records import DELETE, ConflictKey, Item, Outcome
 from .results import ResultsLog
 from .writer import Coordinator, crm_error, may_wait_for_opportunity
+
+if TYPE_CHECKING:
+    from .ledger import UnchangedRule
 
 OPP = MarketoObject.OPPORTUNITY
 ROLE = MarketoObject.OPPORTUNITY_ROLE
@@ -47,8 +50,9 @@ class DryRunCoordinator(Coordinator):
         *,
         batch_size: int,
         logger: logging.Logger,
+        unchanged_rule: UnchangedRule | None = None,
     ) -> None:
-        super().__init__(results, on_progress)
+        super().__init__(results, on_progress, unchanged_rule=unchanged_rule)
         self.client = client
         self.descriptions = descriptions
         self.batch_size = min(batch_size, MAX_BATCH)

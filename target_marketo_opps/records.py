@@ -7,9 +7,11 @@ is rejected.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -24,7 +26,7 @@ from marketo_api import (
     max_length,
     to_api,
 )
-from marketo_api.datatypes import STRING_TYPES, parse_datetime
+from marketo_api.datatypes import INTEGER_TYPES, STRING_TYPES, parse_datetime
 
 SYNC = "sync"
 DELETE = "delete"
@@ -57,9 +59,13 @@ TARGET_REASON_LABELS = {
 #: (object path, "dedupe" | "id", value): two records with a common key address one Marketo record.
 ConflictKey = tuple[str, str, Any]
 
-# A writable field: its description, whether `to_api` passes its strings through unchanged, and
-# its maximum length.
-_FieldPlan = tuple[FieldDescription, bool, int | None]
+# How a field's values are converted without the general path (`_convert`) when they have the
+# usual type; any other value takes the general path, which names the problem.
+_STRING, _INTEGER, _BOOLEAN, _DATE, _DATETIME, _OTHER = range(6)
+# A writable field: its description, its fast-path kind, and its maximum length.
+_FieldPlan = tuple[FieldDescription, int, int | None]
+# Marketo integers are 32-bit (`to_api` refuses larger ones).
+_INT_LIMIT = 2**31
 
 
 @dataclass
@@ -83,6 +89,13 @@ class Item:
     line: int | None = None  # input line of its RECORD (or BATCH) message
     batch_file: str | None = None  # for a record read from a BATCH message: the file and its line
     batch_line: int | None = None
+    # (conflict_keys they were made from, value) of `loose_keys` and `key_kinds`, made on first use
+    _loose: tuple[tuple[ConflictKey, ...], tuple[ConflictKey, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _kinds: tuple[tuple[ConflictKey, ...], frozenset[str]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def opportunity_id(self) -> str | None:
@@ -97,7 +110,22 @@ class Item:
         Records whose kinds do not overlap (marketoGUID only vs dedupe fields only) cannot be
         told apart: they may address the same Marketo record.
         """
-        return frozenset(kind for _, kind, _ in self.conflict_keys)
+        cached = self._kinds
+        if cached is None or cached[0] is not self.conflict_keys:
+            cached = self._kinds = (self.conflict_keys, frozenset(kind for _, kind, _ in self.conflict_keys))
+        return cached[1]
+
+    @property
+    def loose_keys(self) -> tuple[ConflictKey, ...]:
+        """`conflict_keys` as a Marketo that ignores case and outer spaces in keys would see them.
+
+        The batching checks ask for them several times per record: made once (and again only if
+        `conflict_keys` is replaced).
+        """
+        cached = self._loose
+        if cached is None or cached[0] is not self.conflict_keys:
+            cached = self._loose = (self.conflict_keys, loosen(self.conflict_keys))
+        return cached[1]
 
 
 @dataclass(frozen=True)
@@ -139,6 +167,25 @@ def deletion(value: Any) -> tuple[bool, str | None]:
     )
 
 
+def loosen(keys: tuple[ConflictKey, ...]) -> tuple[ConflictKey, ...]:
+    """Keys as a Marketo that ignores case and outer spaces in keys would see them.
+
+    Whether Marketo matches `externalOpportunityId` or `role` case-sensitively is not documented,
+    so two records whose keys differ only so never share a batch (Marketo could answer 1036
+    "duplicate") and keep their input order; everything else still tells them apart.
+    """
+    return tuple((obj, kind, loose_value(value)) for obj, kind, value in keys)
+
+
+def loose_value(value: Any) -> Any:
+    """A key value as a Marketo that ignores case and outer spaces would compare it."""
+    if isinstance(value, str):
+        return value.strip().casefold()
+    if isinstance(value, tuple):
+        return tuple(loose_value(v) for v in value)
+    return value
+
+
 def has_lone_surrogate(text: str) -> bool:
     """True for a string JSON can carry but UTF-8 (and so Marketo) cannot: half a surrogate pair."""
     if text.isascii():
@@ -148,6 +195,42 @@ def has_lone_surrogate(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """`json.dumps(value, separators=(",", ":"))` without building an encoder per call.
+
+    Raises TypeError for a value JSON has no form for (the caller then asks `encode_json`).
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator: the pure-Python encoder, built once
+        return json.JSONEncoder(separators=(",", ":")).encode
+    # Arguments as `JSONEncoder.iterencode` passes them (markers, default, encoder, indent,
+    # key_separator, item_separator, sort_keys, skipkeys, allow_nan); no markers, as the values
+    # come from JSON and hold no cycles.
+    encode = make(
+        None,
+        json.JSONEncoder().default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+    return lambda value: "".join(encode(value, 0))
+
+
+_encode_compact = _compact_encoder()
+
+
+def payload_bytes(payload: Mapping[str, Any]) -> int:
+    """Bytes of `encode_json(payload)`, the form the client sends (ASCII, so characters = bytes)."""
+    try:
+        return len(_encode_compact(payload))
+    except TypeError:  # e.g. a Decimal: `encode_json` knows how to send it
+        return len(encode_json(payload))
 
 
 def sync_envelope_bytes(action: str, dedupe_by: str) -> int:
@@ -248,24 +331,31 @@ class PayloadBuilder:
         payload: dict[str, Any] = {}
         plans = self._plans
         for name, value in record.items():
-            if name in plans:
-                plan = plans[name]
-            else:
+            plan = plans.get(name, _UNPLANNED)
+            if plan is _UNPLANNED:
                 plan = plans[name] = self._plan(name)
             if plan is None:
                 continue
-            fdesc, plain_string, limit = plan
             if value is None:
                 payload[name] = None
                 continue
-            if plain_string and type(value) is str:
+            fdesc, kind, limit = plan
+            kind_of_value = type(value)
+            # The usual value of each dataType, converted as `_convert` would; others go there.
+            if kind_of_value is str and kind == _STRING:
                 if not value.isascii() and has_lone_surrogate(value):
                     return self._reject(item, INVALID_VALUE, _surrogate_message(name))
                 converted: Any = value  # `to_api` returns strings of string types unchanged
+            elif (kind_of_value is int and kind == _INTEGER and -_INT_LIMIT < value < _INT_LIMIT) or (
+                kind_of_value is bool and kind == _BOOLEAN
+            ):
+                converted = value  # `to_api` returns such whole numbers and booleans unchanged
             else:
-                converted = self._convert(item, fdesc, value)
-                if item.rejection is not None:
-                    return item
+                converted = _fast_time(kind, value) if kind_of_value is str else None
+                if converted is None:
+                    converted = self._convert(item, fdesc, value)
+                    if item.rejection is not None:
+                        return item
             if limit is not None and isinstance(converted, str) and len(converted) > limit:
                 return self._reject(
                     item,
@@ -318,7 +408,7 @@ class PayloadBuilder:
 
     def _finish(self, item: Item, payload: dict[str, Any]) -> Item:
         item.payload = payload
-        item.size = len(encode_json(payload))  # the bytes the client will send for it
+        item.size = payload_bytes(payload)  # the bytes the client will send for it
         item.conflict_keys = conflict_keys(self.obj, self.description, payload)
         limit = self.max_body_bytes - self.body_overhead(item)
         if item.size > limit:
@@ -351,7 +441,7 @@ class PayloadBuilder:
                 "from every record (key fields are kept)",
             )
             return None
-        return fdesc, fdesc.data_type in STRING_TYPES, max_length(fdesc)
+        return fdesc, _KINDS.get(fdesc.data_type, _OTHER), max_length(fdesc)
 
     def _convert(self, item: Item, fdesc: FieldDescription, value: Any) -> Any:
         if isinstance(value, str):
@@ -429,6 +519,40 @@ class PayloadBuilder:
             return
         self._warned.add((name, kind))
         self.logger.warning("%s", message)
+
+
+_UNPLANNED: Any = object()  # a field `_build_sync` has not planned yet (None: dropped)
+_KINDS = {
+    **dict.fromkeys(STRING_TYPES, _STRING),
+    **dict.fromkeys(INTEGER_TYPES, _INTEGER),
+    "boolean": _BOOLEAN,
+    "date": _DATE,
+    "datetime": _DATETIME,
+}
+
+
+def _fast_time(kind: int, value: str) -> str | None:
+    """`to_api` of a date or datetime string that `_string_problem` has nothing to say about.
+
+    None (the general path decides) for anything else: another kind, non-ASCII text (maybe a lone
+    surrogate), a datetime without an offset (warned about), a date with a time, a bad value.
+    """
+    if kind == _DATETIME:
+        if not value.isascii():
+            return None
+        text = value.strip()
+        if len(text) < 10 or not _OFFSET.search(text[10:]):
+            return None
+        try:
+            return parse_datetime(value).isoformat()
+        except (ValueError, OverflowError):
+            return None
+    if kind == _DATE and value.isascii() and "T" not in value and " " not in value:
+        try:
+            return dt.date.fromisoformat(value).isoformat()
+        except ValueError:
+            return None
+    return None
 
 
 def _absence(record: Mapping[str, Any], name: str) -> str:

@@ -107,6 +107,21 @@ TARGET_PROPERTIES: dict[str, Any] = {
         minimum=MIN_BODY_BYTES,
         maximum=MAX_BODY_BYTES,
     ),
+    "write_ledger_path": setting_property(
+        ["string", "null"],
+        "Write ledger path",
+        "SQLite file (created if missing; its directory must exist) keeping, per record key, a "
+        "fingerprint of the values Marketo last accepted from this target. A record whose values "
+        "match is reported unchanged and not sent. Deleting the file costs calls, never data. Changes "
+        "made in Marketo by anyone else are not seen: use write_ledger_refresh now and then.",
+    ),
+    "write_ledger_refresh": setting_property(
+        "boolean",
+        "Write ledger refresh",
+        "Ignore the fingerprints in write_ledger_path: send every record and store fresh fingerprints "
+        "for what Marketo accepts.",
+        default=False,
+    ),
 }
 
 
@@ -133,6 +148,8 @@ class TargetSettings:
     results_path: str | None = None
     max_rejections: int | None = DEFAULT_MAX_REJECTIONS
     dry_run: bool = False
+    write_ledger_path: str | None = None
+    write_ledger_refresh: bool = False
 
     @property
     def max_concurrent_requests(self) -> int:
@@ -160,6 +177,8 @@ class TargetSettings:
             results_path=config.get("results_path") or None,
             max_rejections=config.get("max_rejections", DEFAULT_MAX_REJECTIONS),
             dry_run=bool(config.get("dry_run", False)),
+            write_ledger_path=config.get("write_ledger_path") or None,
+            write_ledger_refresh=bool(config.get("write_ledger_refresh", False)),
         )
 
     def object_for_stream(self, stream_name: str) -> MarketoObject | None:
@@ -188,6 +207,9 @@ def config_errors(config: Mapping[str, Any]) -> list[str]:
     body = config.get("max_body_bytes")
     if body is not None and not (isinstance(body, int) and MIN_BODY_BYTES <= body <= MAX_BODY_BYTES):
         errors.append(f"max_body_bytes must be between {MIN_BODY_BYTES} and {MAX_BODY_BYTES}")
+    ledger = config.get("write_ledger_path")
+    if ledger and ledger == config.get("results_path"):
+        errors.append("write_ledger_path must be another file than results_path")
     for name, value in (config.get("stream_objects") or {}).items():
         if value not in OBJECT_NAMES:
             errors.append(f"stream_objects[{name!r}] must be one of {', '.join(OBJECT_NAMES)}, got {value!r}")

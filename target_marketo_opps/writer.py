@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marketo_api import (
     TRANSIENT_REASON_CODES,
@@ -72,6 +72,9 @@ from .records import (
     sync_envelope_bytes,
 )
 from .results import ResultsLog
+
+if TYPE_CHECKING:
+    from .ledger import Ledger, UnchangedRule
 
 OPP = MarketoObject.OPPORTUNITY
 ROLE = MarketoObject.OPPORTUNITY_ROLE
@@ -155,7 +158,7 @@ class Batch:
             sync_envelope_bytes(self.action, self.by) if self.op == SYNC else delete_envelope_bytes(self.by)
         )
         self.items: list[Item] = []
-        self.keys: set[ConflictKey] = set()  # loose keys (`loose_keys`) of the items
+        self.keys: set[ConflictKey] = set()  # loose keys (`Item.loose_keys`) of the items
         self.key_kinds: collections.Counter[frozenset[str]] = collections.Counter()
         self.bytes = self.overhead
         # Keys of records this run already saw in Marketo when the batch was sent: for them an
@@ -171,7 +174,7 @@ class Batch:
 
     def conflicts(self, item: Item) -> bool:
         """Whether the item may address a Marketo record one of this batch's items addresses."""
-        if any(k in self.keys for k in loose_keys(item)):
+        if any(k in self.keys for k in item.loose_keys):
             return True
         return _ordered(self.op, item.op) and any(
             _unrelated(item.key_kinds, kinds) for kinds in self.key_kinds
@@ -194,7 +197,7 @@ class Batch:
     def add(self, item: Item) -> None:
         self.bytes += item.size + (1 if self.items else 0)
         self.items.append(item)
-        self.keys.update(loose_keys(item))
+        self.keys.update(item.loose_keys)
         self.key_kinds[item.key_kinds] += 1
 
     def remove(self, removed: Iterable[Item]) -> None:
@@ -209,9 +212,16 @@ class Batch:
 class Coordinator:
     """What the dry run and the writer share: outcome bookkeeping and the watermark."""
 
-    def __init__(self, results: ResultsLog, on_progress: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        results: ResultsLog,
+        on_progress: Callable[[], None],
+        *,
+        unchanged_rule: UnchangedRule | None = None,
+    ) -> None:
         self.results = results
         self._on_progress = on_progress
+        self.unchanged_rule = unchanged_rule  # with a write ledger: records not to send
         self._unresolved: collections.OrderedDict[int, Item] = collections.OrderedDict()
         self._last_seq = 0
         self._depth = 0
@@ -222,8 +232,13 @@ class Coordinator:
         if item.rejection is not None:
             self.results.record(item, Outcome("rejected", reasons=(item.rejection,)))
             return
-        self._unresolved[item.seq] = item
         with self._busy():
+            if self.unchanged_rule is not None:
+                unchanged = self.unchanged_rule.check(item)
+                if unchanged is not None:  # Marketo holds these values already: final, not sent
+                    self.results.record(item, unchanged)
+                    return
+            self._unresolved[item.seq] = item
             self._add(item)
 
     def checkpoint(self, *, final: bool) -> None:
@@ -460,9 +475,12 @@ class WriteCoordinator(Coordinator):
         max_concurrent: int,
         logger: logging.Logger,
         track_presence: bool = False,
+        ledger: Ledger | None = None,
+        unchanged_rule: UnchangedRule | None = None,
     ) -> None:
-        super().__init__(results, on_progress)
+        super().__init__(results, on_progress, unchanged_rule=unchanged_rule)
         self.sender = sender
+        self.ledger = ledger
         self.batch_size = batch_size
         self.max_body_bytes = max_body_bytes
         self.max_concurrent = max(1, max_concurrent)
@@ -638,6 +656,8 @@ class WriteCoordinator(Coordinator):
             batch.known_present = frozenset(
                 k for item in batch.items for k in item.conflict_keys if self._is_present(k)
             )
+        if self.ledger is not None:
+            self.ledger.forget(batch.obj, batch.items)  # on disk before the call may change them
         self._sent_batches += 1
         future = self._pool().submit(self.sender.send, batch)
         self._inflight[future] = batch
@@ -762,8 +782,28 @@ class WriteCoordinator(Coordinator):
             if index not in waiting:
                 self._resolve(item, outcome)
         self._note_lost_attempts(batch, outcomes)
+        if self.ledger is not None and not crm:
+            self.ledger.remember(batch.obj, self._certainly_accepted(batch, outcomes))
         if crm and not self._aborting:
             self._abort(crm_error(), None)
+
+    def _certainly_accepted(self, batch: Batch, outcomes: list[Outcome]) -> list[tuple[Item, str]]:
+        """Records whose values Marketo holds as far as any client can know, with their GUIDs.
+
+        Not: a record of a call whose answer was lost, or with a lost attempt earlier in this run
+        (its values may be overwritten late), or a role whose opportunity had a lost delete.
+        """
+        accepted: list[tuple[Item, str]] = []
+        for index, (item, outcome) in enumerate(zip(batch.items, outcomes, strict=True)):
+            if (
+                outcome.status in ("created", "updated")
+                and outcome.marketo_guid
+                and index not in batch.lost
+                and self._doubt_of(item) is None
+                and (item.obj is not ROLE or (item.opportunity_id or "") not in self._lost_cascades)
+            ):
+                accepted.append((item, outcome.marketo_guid))
+        return accepted
 
     def _note_opportunities(self, batch: Batch, outcomes: list[Outcome]) -> None:
         """Which opportunities this run has written (held roles wait for them), and their GUIDs."""
@@ -1088,7 +1128,7 @@ class WriteCoordinator(Coordinator):
                 for d in doubts
                 if d.due <= now
                 and d.pending is not None
-                and busy.isdisjoint(loose_keys(d.pending))
+                and busy.isdisjoint(d.pending.loose_keys)
                 and not (deleting and d.pending.obj is ROLE)
             ]
         if not doubts:
@@ -1207,6 +1247,8 @@ class WriteCoordinator(Coordinator):
                 batches[-1].add(copy)
             for batch in batches:
                 try:
+                    if self.ledger is not None:
+                        self.ledger.forget(batch.obj, batch.items)
                     outcomes = self.sender.send(batch)
                 except Exception as exc:
                     self._abort(exc, batch)
@@ -1286,25 +1328,6 @@ def _refusal_reason(exc: MarketoError) -> Reason:
     if exc.code == "413":
         return Reason("413", "Marketo refused the request body as too large (HTTP 413)")
     return Reason(exc.code or "", exc.marketo_message or str(exc))
-
-
-def loose_keys(item: Item) -> tuple[ConflictKey, ...]:
-    """The item's keys as a Marketo that ignores case and outer spaces in keys would see them.
-
-    Whether Marketo matches `externalOpportunityId` or `role` case-sensitively is not documented,
-    so two records whose keys differ only so never share a batch (Marketo could answer 1036
-    "duplicate") and keep their input order; everything else still tells them apart.
-    """
-    return tuple((obj, kind, loose_value(value)) for obj, kind, value in item.conflict_keys)
-
-
-def loose_value(value: Any) -> Any:
-    """A key value as a Marketo that ignores case and outer spaces would compare it."""
-    if isinstance(value, str):
-        return value.strip().casefold()
-    if isinstance(value, tuple):
-        return tuple(loose_value(v) for v in value)
-    return value
 
 
 def _guid_of(item: Item) -> str | None:

@@ -775,7 +775,7 @@ def test_settings_have_titles_and_descriptions() -> None:
     for name, prop in props.items():
         assert prop.get("title"), name
         assert prop.get("description"), name
-    assert json.dumps(props)  # plain JSON
+    assert json.loads(json.dumps(props)) == props  # plain JSON: no tuples, sets or objects
 
 
 def test_internal_stream_is_never_emitted_even_if_a_catalog_selects_it(

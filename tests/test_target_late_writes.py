@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from test_target_support import (
+    FastRetryTarget,
     deleted,
     opp,
     opp_schema,
@@ -25,9 +26,8 @@ from test_target_support import (
     target_config,
 )
 
-from marketo_api import MarketoClient, MarketoSettings
 from marketo_sandbox import Fault, Sandbox
-from target_marketo_opps.target import TargetMarketoOpps, TooManyRejectionsError
+from target_marketo_opps.target import TooManyRejectionsError
 from target_marketo_opps.writer import RESENT_NOTE, UNCERTAIN_WRITE, WriteCoordinator
 
 SandboxFactory = Callable[..., Sandbox]
@@ -35,18 +35,6 @@ SandboxFactory = Callable[..., Sandbox]
 LATE = 1.0  # seconds after the dropped call that the sandbox applies it
 SETTLE = 2.0  # the target checks that long after the lost call's answer (well after LATE)
 QUERY = "GET /rest/v1/opportunities.json"
-
-
-class FastRetryClient(MarketoClient):
-    """Retries as the real client does, minus its backoff, so the later write precedes the late one."""
-
-    def __init__(self, settings: MarketoSettings) -> None:
-        super().__init__(settings, sleep=lambda seconds: time.sleep(min(seconds, 0.01)))
-
-
-class FastRetryTarget(TargetMarketoOpps):
-    client_class = FastRetryClient
-    transient_retry_delays = (0.0, 0.0, 0.0)
 
 
 @pytest.fixture(autouse=True)

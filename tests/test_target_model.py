@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from test_target_support import (
+    FastRetryTarget,
     Run,
     deleted,
     opp,
@@ -28,10 +29,8 @@ from test_target_support import (
     target_config,
 )
 
-from marketo_api import MarketoClient, MarketoSettings
 from marketo_sandbox import Fault, RecordFault, Sandbox
 from marketo_sandbox.config import MISSING_OPPORTUNITY_ANSWERS
-from target_marketo_opps.target import TargetMarketoOpps
 from target_marketo_opps.writer import LANDED_DELETE_NOTE, LANDED_SYNC_NOTE, WriteCoordinator
 
 SandboxFactory = Callable[..., Sandbox]
@@ -66,15 +65,9 @@ class Expected:
     roles: dict[RoleKey, Any]  # role key -> isPrimary
 
 
-class FastRetryClient(MarketoClient):
-    """Retries as the real client does, but without its seconds-long backoff (the faults are injected)."""
+class ModelTarget(FastRetryTarget):
+    """Faults here are frequent: a short pause between retries keeps them realistic."""
 
-    def __init__(self, settings: MarketoSettings) -> None:
-        super().__init__(settings, sleep=lambda seconds: time.sleep(min(seconds, 0.01)))
-
-
-class FastRetryTarget(TargetMarketoOpps):
-    client_class = FastRetryClient
     transient_retry_delays = (0.01, 0.01, 0.01)
 
 
@@ -230,7 +223,7 @@ def real_run(s: Scenario) -> Run:
     return run_target(
         {**s.config, "batch_size_rows": 2, "max_concurrent_requests": 5},
         s.messages,
-        target_class=FastRetryTarget,
+        target_class=ModelTarget,
         raise_errors=False,
     )
 

@@ -95,6 +95,8 @@ def test_a_role_whose_opportunity_comes_much_later_waits_for_it(
         opp("LATE"),
         state({"s": 3}),
     ]
+    # The role's first call must reach Marketo before LATE exists, however busy the machine is.
+    sb.configure(faults=[Fault(kind="slow", path="/rest/v1/opportunities.json", seconds=0.3)])
     run = run_target(config(sb, tmp_path, batch_size_rows=1), messages)
     assert run.status_of(1) == "created"
     assert run.by_record()[1]["reasons"] == []

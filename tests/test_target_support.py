@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import redirect_stdout
@@ -12,8 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from marketo_api import MarketoClient, MarketoSettings
 from marketo_sandbox import Sandbox
 from target_marketo_opps.target import TargetMarketoOpps
+
+
+class FastRetryClient(MarketoClient):
+    """Retries as the real client does, minus its seconds-long backoff (tests inject the faults)."""
+
+    def __init__(self, settings: MarketoSettings) -> None:
+        super().__init__(settings, sleep=lambda seconds: time.sleep(min(seconds, 0.01)))
+
+
+class FastRetryTarget(TargetMarketoOpps):
+    client_class = FastRetryClient
+    transient_retry_delays = (0.0, 0.0, 0.0)
+
 
 DATA = Path(__file__).parent / "data" / "target"
 SAMPLE = DATA / "sample.singer"

@@ -9,6 +9,7 @@ from .client import (
     RecordResult,
     chunked,
     encode_json,
+    one_shot_encoder,
 )
 from .datatypes import (
     ValueTypeError,
@@ -64,6 +65,7 @@ __all__ = [
     "json_schema_for",
     "json_schema_for_field",
     "max_length",
+    "one_shot_encoder",
     "parse_datetime",
     "redact_secrets",
     "setting_property",

@@ -8,10 +8,9 @@ is rejected.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -197,42 +196,6 @@ def has_lone_surrogate(text: str) -> bool:
     return False
 
 
-def _compact_encoder() -> Callable[[Any], str]:
-    """`json.dumps(value, separators=(",", ":"))` without building an encoder per call.
-
-    Raises TypeError for a value JSON has no form for (the caller then asks `encode_json`).
-    """
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # no C accelerator: the pure-Python encoder, built once
-        return json.JSONEncoder(separators=(",", ":")).encode
-    # Arguments as `JSONEncoder.iterencode` passes them (markers, default, encoder, indent,
-    # key_separator, item_separator, sort_keys, skipkeys, allow_nan); no markers, as the values
-    # come from JSON and hold no cycles.
-    encode = make(
-        None,
-        json.JSONEncoder().default,
-        json.encoder.encode_basestring_ascii,
-        None,
-        ":",
-        ",",
-        False,
-        False,
-        True,
-    )
-    return lambda value: "".join(encode(value, 0))
-
-
-_encode_compact = _compact_encoder()
-
-
-def payload_bytes(payload: Mapping[str, Any]) -> int:
-    """Bytes of `encode_json(payload)`, the form the client sends (ASCII, so characters = bytes)."""
-    try:
-        return len(_encode_compact(payload))
-    except TypeError:  # e.g. a Decimal: `encode_json` knows how to send it
-        return len(encode_json(payload))
-
-
 def sync_envelope_bytes(action: str, dedupe_by: str) -> int:
     """Bytes of a sync body around its records: `{"action":..,"dedupeBy":..,"input":[]}`."""
     return len(encode_json({"action": action, "dedupeBy": dedupe_by, "input": []}))
@@ -408,7 +371,7 @@ class PayloadBuilder:
 
     def _finish(self, item: Item, payload: dict[str, Any]) -> Item:
         item.payload = payload
-        item.size = payload_bytes(payload)  # the bytes the client will send for it
+        item.size = len(encode_json(payload))  # the bytes the client will send for it
         item.conflict_keys = conflict_keys(self.obj, self.description, payload)
         limit = self.max_body_bytes - self.body_overhead(item)
         if item.size > limit:

@@ -8,9 +8,10 @@ import datetime as dt
 import json
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+from marketo_api import one_shot_encoder
 
 from .records import (
     DELETE_ACTION,
@@ -50,19 +51,8 @@ class ResultsFileError(Exception):
     """The results file cannot be opened or written (names the path, never record data)."""
 
 
-def _line_encoder() -> Callable[[object], str]:
-    """`json.dumps(value, ensure_ascii=False, default=str)`, without building an encoder per line."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # no C accelerator: the pure-Python encoder, built once
-        return json.JSONEncoder(ensure_ascii=False, default=str).encode
-    # Arguments as `JSONEncoder.iterencode` passes them (markers, default, encoder, indent,
-    # key_separator, item_separator, sort_keys, skipkeys, allow_nan); no markers, as outcome
-    # lines hold no cycles.
-    encode = make(None, str, json.encoder.encode_basestring, None, ": ", ", ", False, False, True)
-    return lambda value: "".join(encode(value, 0))
-
-
-_encode_text = _line_encoder()
+# `json.dumps(value, ensure_ascii=False, default=str)`, built once.
+_encode_text = one_shot_encoder(ensure_ascii=False, separators=(", ", ": "), default=str)
 
 
 def encode_line(line: dict[str, object]) -> bytes:

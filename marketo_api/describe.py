@@ -16,7 +16,53 @@ class MarketoObject(enum.Enum):
 
     @property
     def label(self) -> str:
-        return "opportunity" if self is MarketoObject.OPPORTUNITY else "opportunity role"
+        """Singular words for messages: "opportunity", "opportunity role"."""
+        return _NAMES[self][0]
+
+    @property
+    def plural(self) -> str:
+        """Plural words for messages: "opportunities", "opportunity roles"."""
+        return _NAMES[self][1]
+
+    @property
+    def snake_name(self) -> str:
+        """The singular name in data, e.g. a results row's `object`: "opportunity", "opportunity_role"."""
+        return _NAMES[self][2]
+
+    @property
+    def stream_name(self) -> str:
+        """The Singer stream of its records: "opportunities", "opportunity_roles"."""
+        return _NAMES[self][3]
+
+    @property
+    def fields_stream_name(self) -> str:
+        """The Singer stream of its field metadata: "opportunity_fields", "opportunity_role_fields"."""
+        return _NAMES[self][4]
+
+    @classmethod
+    def from_stream_name(cls, name: str) -> MarketoObject | None:
+        """The object whose records a stream of this name holds, or None."""
+        return _BY_STREAM.get(name)
+
+
+# The one table of names: label, plural, snake name, record stream, fields stream.
+_NAMES: dict[MarketoObject, tuple[str, str, str, str, str]] = {
+    MarketoObject.OPPORTUNITY: (
+        "opportunity",
+        "opportunities",
+        "opportunity",
+        "opportunities",
+        "opportunity_fields",
+    ),
+    MarketoObject.OPPORTUNITY_ROLE: (
+        "opportunity role",
+        "opportunity roles",
+        "opportunity_role",
+        "opportunity_roles",
+        "opportunity_role_fields",
+    ),
+}
+_BY_STREAM = {obj.stream_name: obj for obj in MarketoObject}
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,11 @@ from marketo_api import (
     chunked,
 )
 
-from .records import DELETE, ConflictKey, Item, Outcome
+from .coordinator import Coordinator, crm_error
+from .records import Item, Outcome
 from .results import ResultsLog
-from .writer import Coordinator, crm_error, may_wait_for_opportunity
+from .rules import may_wait_for_opportunity
+from .terms import DELETE, Action, ConflictKey, KeyKind, Status
 
 if TYPE_CHECKING:
     from .ledger import UnchangedRule
@@ -107,7 +109,11 @@ class DryRunCoordinator(Coordinator):
                 self._waiting.append(item)
                 continue
             self._resolve(item, outcome)
-            if item.obj is OPP and item.op != DELETE and outcome.status in ("would_create", "would_update"):
+            if (
+                item.obj is OPP
+                and item.op != DELETE
+                and outcome.status in (Status.WOULD_CREATE, Status.WOULD_UPDATE)
+            ):
                 self._replay_waiting(item.opportunity_id, final=False)
         if final:
             waiting, self._waiting = self._waiting, []
@@ -157,36 +163,38 @@ class DryRunCoordinator(Coordinator):
         exists, guid = self._known.get(key, _NOT_FOUND)
         if item.op == DELETE:
             if not exists:
-                return Outcome("would_skip", reasons=(Reason("1013", "Object not found"),))
+                return Outcome(Status.WOULD_SKIP, reasons=(Reason("1013", "Object not found"),))
             if item.obj is OPP:
                 self._cascade(item)  # first: it may need the marketoGUID's alias, which _set drops
             self._set(item, False, None)
-            return Outcome("would_delete", guid)
+            return Outcome(Status.WOULD_DELETE, guid)
         if exists:
-            if item.action == "createOnly":
-                return Outcome("would_skip", guid, (Reason("1017", "Object already exists"),))
-            return Outcome("would_update", guid)
-        if item.action == "updateOnly":
+            if item.action == Action.CREATE_ONLY:
+                return Outcome(Status.WOULD_SKIP, guid, (Reason("1017", "Object already exists"),))
+            return Outcome(Status.WOULD_UPDATE, guid)
+        if item.action == Action.UPDATE_ONLY:
             return Outcome(
-                "would_skip", reasons=(Reason("1004", f"{item.obj.label.capitalize()} not found"),)
+                Status.WOULD_SKIP, reasons=(Reason("1004", f"{item.obj.label.capitalize()} not found"),)
             )
         if may_wait_for_opportunity(item):  # the real run's rule: it holds such a role
             opportunity = item.opportunity_id
-            if not self._known.get(_opp_key(opportunity), _NOT_FOUND)[0]:
+            if not self._known.get(ConflictKey.of_opportunity(opportunity), _NOT_FOUND)[0]:
                 if not final:
                     return None
-                return Outcome("would_skip", reasons=(Reason("1004", _missing_opportunity(opportunity)),))
+                return Outcome(
+                    Status.WOULD_SKIP, reasons=(Reason("1004", _missing_opportunity(opportunity)),)
+                )
         self._set(item, True, None)
-        return Outcome("would_create")
+        return Outcome(Status.WOULD_CREATE)
 
     def _opportunity_of(self, item: Item) -> str | None:
         """An opportunity record's externalOpportunityId; by marketoGUID alone, if looked up."""
         if item.opportunity_id is not None:
             return item.opportunity_id
         alias = self._aliases.get(item.conflict_keys[0])
-        if alias is None or not isinstance(alias[2], tuple) or not alias[2]:
+        if alias is None or alias.kind != KeyKind.DEDUPE or not alias.value:
             return None
-        opportunity = alias[2][0]
+        opportunity = alias.value[0]
         return opportunity if isinstance(opportunity, str) else None
 
     def _cascade(self, item: Item) -> None:
@@ -196,7 +204,7 @@ class DryRunCoordinator(Coordinator):
             return
         self._cascaded.add(opportunity)
         for key in list(self._known):
-            if key[0] == ROLE.value and key[1] == "dedupe" and key[2][0] == opportunity:
+            if key.role_opportunity() == opportunity:
                 self._known[key] = _NOT_FOUND
                 alias = self._aliases.get(key)
                 if alias is not None:
@@ -224,16 +232,15 @@ class DryRunCoordinator(Coordinator):
         for item in items:
             needed = list(item.conflict_keys[:1])
             if item.obj is ROLE and item.op != DELETE and item.opportunity_id:
-                needed.append(_opp_key(item.opportunity_id))
+                needed.append(ConflictKey.of_opportunity(item.opportunity_id))
             for key in needed:
                 if key in self._known:
                     continue
-                if key[0] == ROLE.value and key[1] == "dedupe" and key[2][0] in self._cascaded:
+                if key.role_opportunity() in self._cascaded:
                     self._known[key] = _NOT_FOUND  # deleted with its opportunity in this run
                     continue
-                obj_value, kind, value = key
-                obj = OPP if obj_value == OPP.value else ROLE
-                wanted[(obj, kind)][key] = value
+                obj = OPP if key.object == OPP.value else ROLE
+                wanted[(obj, key.kind)][key] = key.value
         try:
             for (obj, kind), values in wanted.items():
                 for chunk in chunked(list(values.items()), MAX_BATCH):
@@ -255,7 +262,7 @@ class DryRunCoordinator(Coordinator):
         fields = [description.id_field, *dedupe]
         for key, _ in chunk:
             self._known[key] = _NOT_FOUND
-        if kind == "id":
+        if kind == KeyKind.ID:
             # A marketoGUID with a comma cannot exist (and the compound form is for dedupe fields).
             keys = [{description.id_field: v} for _, v in chunk if "," not in str(v)]
         else:
@@ -266,10 +273,10 @@ class DryRunCoordinator(Coordinator):
             for row in page:
                 guid = row.get(description.id_field)
                 found = (True, guid if isinstance(guid, str) else None)
-                dedupe_key = (obj.value, "dedupe", tuple(row.get(n) for n in dedupe))
+                dedupe_key = ConflictKey.dedupe(obj, tuple(row.get(n) for n in dedupe))
                 self._known[dedupe_key] = found
                 if isinstance(guid, str) and guid:
-                    id_key = (obj.value, "id", guid)
+                    id_key = ConflictKey.guid(obj, guid)
                     self._known[id_key] = found
                     self._aliases[id_key] = dedupe_key
                     self._aliases[dedupe_key] = id_key
@@ -281,7 +288,3 @@ def _missing_opportunity(external_id: str | None) -> str:
         f"Opportunity '{external_id}' not found (Marketo may answer this with 1004, 1013 or 1003; "
         "its docs do not say)"
     )
-
-
-def _opp_key(external_id: str | None) -> ConflictKey:
-    return (OPP.value, "dedupe", (external_id,))

@@ -41,16 +41,17 @@ from urllib.parse import quote, urlsplit
 
 from marketo_api import MarketoObject, MarketoSettings
 
-from .records import DELETE, SYNC, ConflictKey, Item, Outcome, loose_value
+from .records import Item, Outcome, loose_value
+from .terms import DELETE, SYNC, ConflictKey, KeyKind, Status
 
 OPP = MarketoObject.OPPORTUNITY
 ROLE = MarketoObject.OPPORTUNITY_ROLE
 
-UNCHANGED = "unchanged"
+UNCHANGED = Status.UNCHANGED
 #: Bumped when the file's layout or the fingerprint changes; an older file is an error to delete.
 LEDGER_VERSION = "1"
 #: Lines Marketo accepted (a written entry needs one of these and a marketoGUID).
-ACCEPTED = frozenset({"created", "updated"})
+ACCEPTED = frozenset({Status.CREATED, Status.UPDATED})
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
@@ -91,7 +92,7 @@ def entry_key(key: ConflictKey) -> str:
     """A conflict key as the ledger stores it: folded as a case-insensitive Marketo compares."""
     _, kind, value = key
     folded = loose_value(value)
-    if kind == "id":
+    if kind == KeyKind.ID:
         return f"i:{folded}"
     return "d:" + json.dumps(folded, separators=(",", ":"), ensure_ascii=True, default=str)
 
@@ -229,7 +230,7 @@ class Ledger:
             str(v)
             for item in items
             for _, kind, v in item.conflict_keys
-            if kind == "id" and isinstance(v, str)
+            if kind == KeyKind.ID and isinstance(v, str)
         }
         guids |= {g for g in (_folded(g) for g in guids) if g}
         try:
@@ -244,7 +245,7 @@ class Ledger:
                     )
                 )
                 db.execute(f"DELETE FROM entries WHERE scope = ? AND key IN ({marks})", (scope, *chunk))  # noqa: S608
-            if any("dedupe" in item.key_kinds for item in items):
+            if any(KeyKind.DEDUPE in item.key_kinds for item in items):
                 db.execute("DELETE FROM entries WHERE scope = ? AND key >= 'i:' AND key < 'i;'", (scope,))
             if obj is OPP:
                 self._forget_roles(db, [i for i in items if i.op == DELETE])
@@ -266,7 +267,7 @@ class Ledger:
         for item in deletes:
             if item.opportunity_id:
                 continue
-            guid = next((str(v) for _, kind, v in item.conflict_keys if kind == "id"), "")
+            guid = next((str(v) for _, kind, v in item.conflict_keys if kind == KeyKind.ID), "")
             found = [
                 row[0]
                 for row in db.execute(
@@ -360,7 +361,7 @@ class UnchangedRule:
         if not self.refresh and item.op == SYNC and keys and self._seen.isdisjoint(keys):
             entry = self.ledger.lookup(item.obj, item.conflict_keys[0])
             if entry is not None:
-                guid_key = hash((item.obj.value, "id", loose_value(entry.guid)))
+                guid_key = hash(ConflictKey.guid(item.obj, loose_value(entry.guid)))
                 if self._may_match(item, guid_key) and entry.fingerprint == fingerprint(item):
                     verdict = Outcome(UNCHANGED, entry.guid)
                 self._seen.add(guid_key)
@@ -373,7 +374,7 @@ class UnchangedRule:
         """Whether no earlier record of this run may have written this Marketo record."""
         if guid_key in self._seen:
             return False
-        if "dedupe" not in item.key_kinds and item.obj in self._deleted_by_dedupe:
+        if KeyKind.DEDUPE not in item.key_kinds and item.obj in self._deleted_by_dedupe:
             return False  # deleted by its dedupe fields, maybe: the ledger cannot link the two
         if item.obj is ROLE:
             if self._unknown_opportunity_deleted:
@@ -385,7 +386,7 @@ class UnchangedRule:
         return True
 
     def _note_delete(self, item: Item) -> None:
-        if "dedupe" in item.key_kinds:
+        if KeyKind.DEDUPE in item.key_kinds:
             self._deleted_by_dedupe.add(item.obj)
         if item.obj is OPP:
             self._opportunity_deleted = True

@@ -27,9 +27,7 @@ from marketo_api import (
 )
 from marketo_api.datatypes import INTEGER_TYPES, STRING_TYPES, parse_datetime
 
-SYNC = "sync"
-DELETE = "delete"
-DELETE_ACTION = "delete"
+from .terms import DELETE, SYNC, Action, BatchKey, ConflictKey, KeyMode, Operation, Status
 
 # Reason codes of records the target rejects (Marketo's own codes are numeric strings).
 INVALID_RECORD = "invalid_record"  # fails the stream's JSON schema
@@ -55,9 +53,6 @@ TARGET_REASON_LABELS = {
     TOO_LARGE: "record over the request size limit",
 }
 
-#: (object path, "dedupe" | "id", value): two records with a common key address one Marketo record.
-ConflictKey = tuple[str, str, Any]
-
 # How a field's values are converted without the general path (`_convert`) when they have the
 # usual type; any other value takes the general path, which names the problem.
 _STRING, _INTEGER, _BOOLEAN, _DATE, _DATETIME, _OTHER = range(6)
@@ -74,17 +69,14 @@ class Item:
     seq: int  # 1-based position among the run's records (all streams)
     stream: str
     obj: MarketoObject
-    op: str  # SYNC | DELETE
-    action: str  # createOrUpdate | createOnly | updateOnly | delete
-    by: str  # dedupeFields | idField (dedupeBy / deleteBy)
+    op: Operation
+    action: Action
+    by: KeyMode  # dedupeBy / deleteBy
     key: dict[str, Any]  # key fields as given, for results and logs
     payload: dict[str, Any] = field(default_factory=dict)
     size: int = 0  # bytes of the serialized payload
     conflict_keys: tuple[ConflictKey, ...] = ()
     rejection: Reason | None = None
-    attempts: int = 0
-    sent_epoch: int = -1  # opportunity writes applied when this item was last sent
-    last_outcome: Outcome | None = None
     line: int | None = None  # input line of its RECORD (or BATCH) message
     batch_file: str | None = None  # for a record read from a BATCH message: the file and its line
     batch_line: int | None = None
@@ -95,6 +87,11 @@ class Item:
     _kinds: tuple[tuple[ConflictKey, ...], frozenset[str]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+
+    @property
+    def batch_key(self) -> BatchKey:
+        """The call this record goes in: records of one key share batches."""
+        return BatchKey(self.obj, self.op, self.action, self.by)
 
     @property
     def opportunity_id(self) -> str | None:
@@ -131,7 +128,7 @@ class Item:
 class Outcome:
     """What became of one record: created, updated, deleted, skipped, rejected or a would_* guess."""
 
-    status: str
+    status: Status
     marketo_guid: str | None = None
     reasons: tuple[Reason, ...] = ()
     note: str | None = None
@@ -173,7 +170,7 @@ def loosen(keys: tuple[ConflictKey, ...]) -> tuple[ConflictKey, ...]:
     so two records whose keys differ only so never share a batch (Marketo could answer 1036
     "duplicate") and keep their input order; everything else still tells them apart.
     """
-    return tuple((obj, kind, loose_value(value)) for obj, kind, value in keys)
+    return tuple(ConflictKey(obj, kind, loose_value(value)) for obj, kind, value in keys)
 
 
 def loose_value(value: Any) -> Any:
@@ -212,10 +209,10 @@ def conflict_keys(
     keys: list[ConflictKey] = []
     dedupe = tuple(values.get(name) for name in description.dedupe_fields)
     if all(v is not None and v != "" for v in dedupe):
-        keys.append((obj.value, "dedupe", dedupe))
+        keys.append(ConflictKey.dedupe(obj, dedupe))
     guid = values.get(description.id_field)
     if isinstance(guid, str) and guid:
-        keys.append((obj.value, "id", guid))
+        keys.append(ConflictKey.guid(obj, guid))
     return tuple(keys)
 
 
@@ -243,16 +240,16 @@ class PayloadBuilder:
     ) -> None:
         self.obj = obj
         self.description = description
-        self.action = action
-        self.dedupe_by = dedupe_by
+        self.action = Action(action)
+        self.dedupe_by = KeyMode(dedupe_by)
         self.max_body_bytes = max_body_bytes
         self.logger = logger
         self.fields: dict[str, FieldDescription] = {f.name: f for f in description.fields}
         self.dedupe_fields = tuple(description.dedupe_fields)
         self.id_field = description.id_field
-        self.sync_keys = (self.id_field,) if dedupe_by == "idField" else self.dedupe_fields
-        self._sync_overhead = sync_envelope_bytes(action, dedupe_by)
-        self._delete_overhead = {by: delete_envelope_bytes(by) for by in ("dedupeFields", "idField")}
+        self.sync_keys = (self.id_field,) if self.dedupe_by == KeyMode.ID_FIELD else self.dedupe_fields
+        self._sync_overhead = sync_envelope_bytes(self.action, self.dedupe_by)
+        self._delete_overhead = {by: delete_envelope_bytes(by) for by in KeyMode}
         self._has_name = obj is MarketoObject.OPPORTUNITY and "name" in self.fields
         self._warned: set[tuple[str, str]] = set()
         self._plans: dict[str, _FieldPlan | None] = {}
@@ -272,7 +269,7 @@ class PayloadBuilder:
         """`invalid_value` (e.g. an unreadable `_sdc_deleted_at`) rejects the record with that reason."""
         key = self._key(record)
         if deleted:
-            item = Item(seq, stream, self.obj, DELETE, DELETE_ACTION, "dedupeFields", key)
+            item = Item(seq, stream, self.obj, DELETE, Action.DELETE, KeyMode.DEDUPE_FIELDS, key)
         else:
             item = Item(seq, stream, self.obj, SYNC, self.action, self.dedupe_by, key)
         if schema_error is not None:
@@ -336,7 +333,7 @@ class PayloadBuilder:
                     NAME_REQUIRED,
                     f"field 'name' is {_absence(record, 'name')}; Marketo requires a name",
                 )
-            if "name" not in payload and self.action == "createOnly":
+            if "name" not in payload and self.action == Action.CREATE_ONLY:
                 return self._reject(
                     item, NAME_REQUIRED, "field 'name' is missing; Marketo requires a name to create"
                 )
@@ -347,10 +344,10 @@ class PayloadBuilder:
     def _build_delete(self, item: Item, record: Mapping[str, Any]) -> Item:
         if all(not _blank(record.get(name)) for name in self.dedupe_fields):
             names: tuple[str, ...] = self.dedupe_fields
-            item.by = "dedupeFields"
+            item.by = KeyMode.DEDUPE_FIELDS
         elif not _blank(record.get(self.id_field)):
             names = (self.id_field,)
-            item.by = "idField"
+            item.by = KeyMode.ID_FIELD
         else:
             return self._reject(
                 item,
@@ -461,7 +458,7 @@ class PayloadBuilder:
         key: dict[str, Any] = {}
         for name in self.dedupe_fields:
             key[name] = _plain(record.get(name))
-        if not _blank(record.get(self.id_field)) or self.dedupe_by == "idField":
+        if not _blank(record.get(self.id_field)) or self.dedupe_by == KeyMode.ID_FIELD:
             key[self.id_field] = _plain(record.get(self.id_field))
         return key
 

@@ -14,26 +14,29 @@ from typing import BinaryIO
 from marketo_api import one_shot_encoder
 
 from .records import (
-    DELETE_ACTION,
     TARGET_REASON_LABELS,
     TARGET_SKIP_LABELS,
     Item,
     Outcome,
     has_lone_surrogate,
 )
+from .terms import Action, Status
 
 EXAMPLES_PER_REASON = 5
 
 # Skips that mean the end state the action asked for already holds.
-_BENIGN_SKIPS = {"createOnly": frozenset({"1017", "1005"}), DELETE_ACTION: frozenset({"1013"})}
-_FAILED_STATUSES = frozenset({"rejected", "skipped", "would_skip"})
+_BENIGN_SKIPS: dict[str, frozenset[str]] = {
+    Action.CREATE_ONLY: frozenset({"1017", "1005"}),
+    Action.DELETE: frozenset({"1013"}),
+}
+_FAILED_STATUSES = frozenset({Status.REJECTED, Status.SKIPPED, Status.WOULD_SKIP})
 
 
 def is_failure(action: str, outcome: Outcome) -> bool:
     """Whether an outcome counts against `max_rejections`."""
     if outcome.status not in _FAILED_STATUSES:
         return False
-    if outcome.status == "rejected":
+    if outcome.status == Status.REJECTED:
         return True
     benign = _BENIGN_SKIPS.get(action, frozenset())
     return not (outcome.reasons and all(r.code in benign for r in outcome.reasons))
@@ -124,7 +127,7 @@ class ResultsLog:
                 "run": self.run_id,
                 "record": item.seq,
                 "stream": item.stream,
-                "object": "opportunity" if item.obj.value == "opportunities" else "opportunity_role",
+                "object": item.obj.snake_name,
                 "action": item.action,
                 "key": item.key,
                 "status": outcome.status,

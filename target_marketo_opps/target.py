@@ -35,13 +35,16 @@ from marketo_api import (
 )
 from marketo_singer import ConnectorConfigValidation
 
+from .coordinator import Coordinator, crm_error
 from .dryrun import DryRunCoordinator
 from .ledger import Ledger, LedgerError, UnchangedRule, instance_of
-from .records import INVALID_RECORD, SYNC, Item, PayloadBuilder, deletion
+from .records import INVALID_RECORD, Item, PayloadBuilder, deletion
 from .results import ResultsFileError, ResultsLog
+from .sender import BatchSender
 from .settings import DEFAULT_STREAM_OBJECTS, TargetSettings, config_errors, config_jsonschema
 from .sinks import DiscardSink, MarketoSink
-from .writer import BatchSender, Coordinator, WriteCoordinator, crm_error
+from .terms import SYNC, Action, KeyMode
+from .writer import WriteCoordinator
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -414,7 +417,8 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
         """A RECORD whose `record` is not a JSON object: rejected, naming where it came from."""
         self._records_seen += 1
         settings = self.settings
-        item = Item(self._records_seen, stream_name, obj, SYNC, settings.action, settings.dedupe_by, {})
+        action, dedupe_by = Action(settings.action), KeyMode(settings.dedupe_by)
+        item = Item(self._records_seen, stream_name, obj, SYNC, action, dedupe_by, {})
         self._note_source(item)
         where = f"input line {item.line}"
         if item.batch_file is not None:

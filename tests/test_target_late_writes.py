@@ -27,8 +27,10 @@ from test_target_support import (
 )
 
 from marketo_sandbox import Fault, Sandbox
+from target_marketo_opps.late_writes import RESENT_NOTE
+from target_marketo_opps.records import UNCERTAIN_WRITE
 from target_marketo_opps.target import TooManyRejectionsError
-from target_marketo_opps.writer import RESENT_NOTE, UNCERTAIN_WRITE, WriteCoordinator
+from target_marketo_opps.writer import WriteCoordinator
 
 SandboxFactory = Callable[..., Sandbox]
 

@@ -31,7 +31,8 @@ from test_target_support import (
 
 from marketo_sandbox import Fault, RecordFault, Sandbox
 from marketo_sandbox.config import MISSING_OPPORTUNITY_ANSWERS
-from target_marketo_opps.writer import LANDED_DELETE_NOTE, LANDED_SYNC_NOTE, WriteCoordinator
+from target_marketo_opps.late_writes import LANDED_DELETE_NOTE, LANDED_SYNC_NOTE
+from target_marketo_opps.writer import WriteCoordinator
 
 SandboxFactory = Callable[..., Sandbox]
 Message = dict[str, Any]

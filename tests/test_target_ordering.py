@@ -30,7 +30,7 @@ from marketo_api import Reason
 from marketo_sandbox import Fault, Sandbox
 from marketo_sandbox.config import MISSING_OPPORTUNITY_ANSWERS
 from target_marketo_opps.records import Outcome
-from target_marketo_opps.writer import may_mean_missing_opportunity
+from target_marketo_opps.rules import may_mean_missing_opportunity
 
 SandboxFactory = Callable[..., Sandbox]
 CODES = sorted(MISSING_OPPORTUNITY_ANSWERS)

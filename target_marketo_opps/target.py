@@ -5,25 +5,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import gzip
-import json
 import sys
-import traceback
 import typing as t
-import zlib
-from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
-from decimal import Decimal
+from collections.abc import Sequence
 from pathlib import PurePath
 
-import msgspec.json
 from singer_sdk import Target
-from singer_sdk.exceptions import InvalidJSONSchema, RecordsWithoutSchemaException
-from singer_sdk.io_base import SingerReader
 from singer_sdk.mapper import RemoveRecordTransform
-from singer_sdk.singerlib.exceptions import InvalidInputLine
-from singer_sdk.singerlib.json import deserialize_json
-from upath import UPath
 
 from marketo_api import (
     CrmSyncEnabledError,
@@ -37,7 +25,9 @@ from marketo_singer import ConnectorConfigValidation
 
 from .coordinator import Coordinator, crm_error
 from .dryrun import DryRunCoordinator
+from .errors import BatchFileError, InputLineError, TargetRunError, TooManyRejectionsError, UnknownStreamError
 from .ledger import Ledger, LedgerError, UnchangedRule, instance_of
+from .reader import FATAL_INPUT_ERRORS, SDK_INPUT_ERRORS, NumberedReader, batch_compression, batch_records
 from .records import INVALID_RECORD, Item, PayloadBuilder, deletion
 from .results import ResultsFileError, ResultsLog
 from .sender import BatchSender
@@ -57,154 +47,19 @@ if t.TYPE_CHECKING:
     from singer_sdk.sinks import Sink
 
 
-class TargetRunError(Exception):
-    """Stops the run with one message for the log (no traceback from the CLI)."""
-
-
-class UnknownStreamError(TargetRunError):
-    """A stream that is neither opportunities, opportunity_roles nor mapped by stream_objects."""
-
-
-class TooManyRejectionsError(TargetRunError):
-    """More failed records than `max_rejections`; raised after everything was written."""
-
-
-class InputLineError(TargetRunError):
-    """Input the target cannot read; the message names the input line."""
-
-
-class BatchFileError(Exception):
-    """A BATCH message's file cannot be read (the reader adds the input line)."""
-
-
-#: Errors that mean the input is wrong rather than the target or Marketo: reported with the input
-#: line and without a traceback.
-_SDK_INPUT_ERRORS = (InvalidInputLine, RecordsWithoutSchemaException, InvalidJSONSchema, UnknownStreamError)
-_INPUT_ERRORS = (BatchFileError, KeyError, TypeError, ValueError)
-#: Failures of the input alone, after which Marketo and the results file still work.
-_FATAL_INPUT_ERRORS = (InputLineError, *_SDK_INPUT_ERRORS)
-_MESSAGE_TYPES = ("SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH")
+__all__ = [
+    "InputLineError",
+    "NumberedReader",
+    "TargetMarketoOpps",
+    "TooManyRejectionsError",
+    "UnknownStreamError",
+]
 
 #: `--about` text of singer-sdk's built-in `load_method`, which this target does not use.
 LOAD_METHOD_DESCRIPTION = (
     "singer-sdk built-in, without effect in this target: records are written as the action setting "
     "says (createOrUpdate, createOnly or updateOnly) and deleted when _sdc_deleted_at holds a timestamp."
 )
-
-
-class NumberedReader(SingerReader):
-    """singer-sdk's reader, counting input lines so every fatal input error can name its line.
-
-    Also accepts a UTF-8 byte order mark before the first message and skips blank lines.
-
-    Lines are decoded by msgspec, several times faster than the SDK's `json.loads`, into the same
-    values (ints exact, Decimal for numbers with a fraction or exponent, the last of duplicate keys).
-    A line msgspec refuses (invalid JSON, NaN and Infinity, lone surrogates like "\\ud800", ints past
-    Python's digit limit) goes to the SDK's decoder, which gives the value or the error of before.
-    """
-
-    #: msgspec's decoder, not the SDK's MsgSpecReader, whose errors name neither line nor column.
-    _decoder: t.ClassVar[msgspec.json.Decoder[t.Any]] = msgspec.json.Decoder(float_hook=Decimal)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.line_number = 0
-        #: Lines nested less deeply than this reach the recursion limit in neither decoder.
-        self._msgspec_nesting = 0
-        #: Called before the first line is read, and when reading stops with an exception.
-        self.on_start: t.Callable[[], None] | None = None
-        self.on_failure: t.Callable[[], None] | None = None
-
-    @override
-    def process_lines(
-        self, file_input: t.IO[str] | None, callbacks: dict[str, t.Callable[[dict], None]]
-    ) -> t.Counter[str]:
-        if self.on_start is not None:
-            self.on_start()
-        try:
-            return self._process_lines(file_input, callbacks)
-        except BaseException:
-            if self.on_failure is not None:
-                self.on_failure()
-            raise
-
-    def _process_lines(
-        self, file_input: t.IO[str] | None, callbacks: dict[str, t.Callable[[dict], None]]
-    ) -> t.Counter[str]:
-        stats: dict[str, int] = defaultdict(int)
-        # msgspec runs 5 frames shallower than json.loads, so near the recursion limit it could
-        # decode a line that json.loads fails on: lines that may nest that deeply go to json.loads.
-        self._msgspec_nesting = sys.getrecursionlimit() - sum(1 for _ in traceback.walk_stack(None)) - 50
-        lines = iter(file_input or self.default_input)
-        while True:
-            try:
-                line = next(lines)
-            except StopIteration:
-                break
-            except UnicodeDecodeError as exc:
-                raise InputLineError(
-                    f"Input line {self.line_number + 1} is not UTF-8 text ({exc.reason})"
-                ) from exc
-            self.line_number += 1
-            if self.line_number == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            if not line.strip():
-                continue
-            self._current_message = line
-            message = self._parse(line)
-            kind = message["type"]
-            self._dispatch(callbacks, kind, message)
-            stats[kind] += 1
-        return Counter(**stats)
-
-    def _parse(self, line: str) -> dict:
-        message: t.Any = None
-        nesting = self._msgspec_nesting
-        # Valid JSON nests at most len/2 deep, and never deeper than its count of brackets.
-        if isinstance(line, str) and (len(line) < 2 * nesting or line.count("{") + line.count("[") < nesting):
-            try:
-                message = self._decoder.decode(line)
-            except Exception:  # whatever msgspec refuses, json.loads decides
-                message = None
-        if message is None:  # also a line that is JSON null: json.loads gives it again
-            # Called from here as before, at the same depth: the same lines are nested too deeply.
-            try:
-                message = deserialize_json(line)
-            except RecursionError:
-                raise InputLineError(
-                    f"Input line {self.line_number} is nested too deeply to be a Singer message"
-                ) from None
-            except ValueError as exc:
-                detail = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
-                raise InputLineError(f"Input line {self.line_number} is not valid JSON: {detail}") from None
-        if not isinstance(message, dict):
-            raise InputLineError(
-                f"Input line {self.line_number} is a JSON {type(message).__name__}, not a Singer message"
-            )
-        kind = message.get("type")
-        if kind not in _MESSAGE_TYPES:
-            what = "has no 'type'" if kind is None else f"has an unknown message type {kind!r}"
-            raise InputLineError(
-                f"Input line {self.line_number} {what}; expected one of {', '.join(_MESSAGE_TYPES)}"
-            )
-        return message
-
-    def _dispatch(self, callbacks: dict[str, t.Callable[[dict], None]], kind: str, message: dict) -> None:
-        callback = callbacks.get(kind)
-        if callback is None:
-            self._process_unknown_message(message)
-            return
-        try:
-            callback(message)
-        except _SDK_INPUT_ERRORS as exc:
-            # Same exception (callers and singer-sdk's tests expect its type), with the line.
-            exc.args = (f"Input line {self.line_number} ({kind}): {exc}", *exc.args[1:])
-            raise
-        except (TargetRunError, MarketoError, ResultsFileError, LedgerError):
-            raise
-        except _INPUT_ERRORS as exc:
-            text = str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"
-            raise InputLineError(f"Input line {self.line_number} ({kind}): {text}") from exc
 
 
 class TargetMarketoOpps(ConnectorConfigValidation, Target):
@@ -467,7 +322,7 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
         """Records in BATCH files go the way of RECORD messages: same maps, checks and outcomes."""
         self._assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
         stream_name = message_dict["stream"]
-        compression = _batch_compression(message_dict["encoding"])
+        compression = batch_compression(message_dict["encoding"])
         manifest = message_dict["manifest"]
         if not isinstance(manifest, list) or not all(isinstance(f, str) for f in manifest):
             raise BatchFileError("'manifest' must be a list of file URLs")
@@ -482,7 +337,7 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
             self._assert_sink_exists(stream_name)
         try:
             for url in manifest:
-                for number, record in _batch_records(url, compression):
+                for number, record in batch_records(url, compression):
                     self._batch_source = (url, number)
                     self._process_record_message({"type": "RECORD", "stream": stream_name, "record": record})
         finally:
@@ -518,7 +373,7 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
         failure = sys.exc_info()[1]
         reported = {str(failure)} if failure is not None else set()
         coordinator = self._coordinator
-        if coordinator is not None and isinstance(failure, _FATAL_INPUT_ERRORS):
+        if coordinator is not None and isinstance(failure, FATAL_INPUT_ERRORS):
             self._drain_before_bad_input(reported)
         if coordinator is not None:
             try:
@@ -638,46 +493,6 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
     ) -> None:
         try:
             super().invoke(about=about, about_format=about_format, config=config, file_input=file_input)
-        except (TargetRunError, MarketoError, ResultsFileError, LedgerError, *_SDK_INPUT_ERRORS) as exc:
+        except (TargetRunError, MarketoError, ResultsFileError, LedgerError, *SDK_INPUT_ERRORS) as exc:
             cls.logger.error("%s", exc)  # one clear line, no traceback
             sys.exit(1)
-
-
-def _batch_compression(encoding: t.Any) -> str | None:
-    """The compression of a BATCH message's files; anything but JSONL (plain or gzip) is refused."""
-    if not isinstance(encoding, dict):
-        raise BatchFileError(f"'encoding' must be an object, got {encoding!r}")
-    file_format = encoding.get("format")
-    if file_format != "jsonl":
-        raise BatchFileError(
-            f"batch files in format {file_format!r} cannot be read; this target reads jsonl (plain or "
-            'gzip): set the tap\'s batch_config encoding to {"format": "jsonl"}'
-        )
-    compression = encoding.get("compression")
-    if compression in (None, "none"):
-        return None
-    if compression != "gzip":
-        raise BatchFileError(
-            f"batch files compressed with {compression!r} cannot be read; this target reads jsonl "
-            "plain or gzip"
-        )
-    return "gzip"
-
-
-def _batch_records(url: str, compression: str | None) -> Iterator[tuple[int, t.Any]]:
-    """(line number, parsed line) for every non-blank line of one batch file."""
-    number = 0
-    try:
-        with UPath(url).open("rb") as raw:
-            source = gzip.open(raw) if compression == "gzip" else raw  # noqa: SIM115 - closed with raw
-            for number, line in enumerate(source, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = deserialize_json(line)
-                except ValueError as exc:
-                    raise BatchFileError(f"batch file {url} line {number} is not valid JSON: {exc}") from None
-                yield number, record
-    except (OSError, EOFError, zlib.error) as exc:
-        where = f" at line {number + 1}" if number else ""
-        raise BatchFileError(f"batch file {url} cannot be read{where}: {exc}") from exc

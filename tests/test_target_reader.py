@@ -13,8 +13,8 @@ import pytest
 from singer_sdk.singerlib.json import deserialize_json
 from test_target_support import SAMPLE
 
-import target_marketo_opps.target as target_module
-from target_marketo_opps.target import NumberedReader
+import target_marketo_opps.reader as reader_module
+from target_marketo_opps.reader import MESSAGE_TYPES, NumberedReader
 
 
 class _Refusing:
@@ -32,7 +32,7 @@ def read(reader_class: type[NumberedReader], text: str) -> tuple[str, ...]:
     """The messages read, as repr (which tells Decimal from float, True from 1, and keeps key order),
     or the error's type and message."""
     messages: list[dict] = []
-    kinds = target_module._MESSAGE_TYPES
+    kinds = MESSAGE_TYPES
     callbacks: dict[str, Callable[[dict], None]] = dict.fromkeys(kinds, messages.append)
     try:
         reader_class().process_lines(io.StringIO(text), callbacks)
@@ -115,7 +115,7 @@ def test_ordinary_lines_skip_the_sdk_decoder_and_refused_ones_reach_it(
         calls.append(line)
         return deserialize_json(line)
 
-    monkeypatch.setattr(target_module, "deserialize_json", counting)
+    monkeypatch.setattr(reader_module, "deserialize_json", counting)
     ordinary = SAMPLE.read_text(encoding="utf-8")
     assert read(NumberedReader, ordinary)[0] == "ok"
     assert calls == []

@@ -26,7 +26,7 @@ from marketo_api.datatypes import from_api
 from marketo_api.describe import MarketoObject
 from marketo_sandbox import DEFAULT_CUSTOM_FIELDS, SandboxConfig, seed
 from marketo_sandbox.schema import opportunity_schema
-from target_marketo_opps.records import PayloadBuilder
+from target_marketo_opps.payloads import PayloadBuilder
 from target_marketo_opps.sinks import MarketoSink
 from target_marketo_opps.target import TargetMarketoOpps
 

@@ -27,8 +27,9 @@ from .coordinator import Coordinator, crm_error
 from .dryrun import DryRunCoordinator
 from .errors import BatchFileError, InputLineError, TargetRunError, TooManyRejectionsError, UnknownStreamError
 from .ledger import Ledger, LedgerError, UnchangedRule, instance_of
+from .payloads import PayloadBuilder
 from .reader import FATAL_INPUT_ERRORS, SDK_INPUT_ERRORS, NumberedReader, batch_compression, batch_records
-from .records import INVALID_RECORD, Item, PayloadBuilder, deletion
+from .records import INVALID_RECORD, Item, deletion
 from .results import ResultsFileError, ResultsLog
 from .sender import BatchSender
 from .settings import DEFAULT_STREAM_OBJECTS, TargetSettings, config_errors, config_jsonschema

@@ -16,6 +16,7 @@ from singer_sdk.exceptions import ConfigValidationError, InvalidJSONSchema
 from marketo_api import MarketoObject, ObjectDescription, Reason
 from marketo_sandbox import DEFAULT_CUSTOM_FIELDS
 from marketo_sandbox.schema import opportunity_schema, role_schema
+from target_marketo_opps.payloads import PayloadBuilder
 from target_marketo_opps.records import (
     INVALID_VALUE,
     MISSING_KEY,
@@ -24,7 +25,6 @@ from target_marketo_opps.records import (
     TOO_LONG,
     Item,
     Outcome,
-    PayloadBuilder,
 )
 from target_marketo_opps.results import ResultsLog, is_failure
 from target_marketo_opps.settings import config_errors

@@ -72,7 +72,7 @@ class MarketoSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MarketoSettings:
-        """Build settings from a tap or target config (the names in SETTINGS_JSON_SCHEMA)."""
+        """Build settings from a tap or target config (the setting names marketo_singer declares)."""
         base_url = config.get("base_url")
         munchkin_id = config.get("munchkin_id")
         if not base_url and not munchkin_id:
@@ -126,100 +126,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def setting_property(json_type: Any, title: str, description: str, **extra: Any) -> dict[str, Any]:
-    """One config setting in JSON Schema, with the title and description Meltano shows."""
-    return {"type": json_type, "title": title, "description": description, **extra}
-
-
-def redact_secrets(messages: list[str], config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    """Config validation messages with the values of secret settings blanked out.
-
-    jsonschema quotes the offending value ("987 is not of type 'string'"), which for
-    client_secret would print the secret.
-    """
-    secrets = [
-        str(config[name])
-        for name, prop in schema.get("properties", {}).items()
-        if prop.get("secret") and config.get(name) not in (None, "")
-    ]
-    # Whole values only: a short secret must not mangle words that happen to contain it.
-    patterns = [re.compile(rf"(?<!\w){re.escape(secret)}(?!\w)") for secret in secrets]
-    cleaned = []
-    for message in messages:
-        text = message
-        for pattern in patterns:
-            text = pattern.sub("<redacted>", text)
-        cleaned.append(text)
-    return cleaned
-
-
-# Plain JSON Schema (no Singer types), merged into the tap's and the target's config schema so
-# both advertise the same connection settings with the same titles and defaults.
-SETTINGS_JSON_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "base_url": setting_property(
-            ["string", "null"],
-            "Base URL",
-            "Instance root, e.g. https://123-ABC-456.mktorest.com (the REST endpoint shown under "
-            "Admin > Web Services, with or without /rest). Either this or munchkin_id.",
-        ),
-        "munchkin_id": setting_property(
-            ["string", "null"],
-            "Munchkin ID",
-            "Instance id such as 123-ABC-456; used to build base_url when base_url is not set.",
-        ),
-        "client_id": setting_property("string", "Client ID", "Client Id of the LaunchPoint custom service."),
-        "client_secret": setting_property(
-            "string",
-            "Client secret",
-            "Client Secret of the LaunchPoint custom service.",
-            secret=True,
-            writeOnly=True,
-        ),
-        "max_calls_per_20s": setting_property(
-            "integer",
-            "Max calls per 20 s",
-            "This connector's share of Marketo's 100 calls per 20 s, which every integration of the "
-            "instance shares. Marketo recommends about half for one integration.",
-            default=DEFAULT_MAX_CALLS_PER_20S,
-            minimum=1,
-            maximum=MARKETO_CALLS_PER_20S,
-        ),
-        "max_concurrent_requests": setting_property(
-            "integer",
-            "Max concurrent requests",
-            "Calls in flight at once, out of Marketo's 10 per instance.",
-            default=DEFAULT_MAX_CONCURRENT_REQUESTS,
-            minimum=1,
-            maximum=MARKETO_CONCURRENT_CALLS,
-        ),
-        "daily_call_budget": setting_property(
-            ["integer", "null"],
-            "Daily call budget",
-            "Stop before making more than this many REST calls in one run, to leave the instance's "
-            "shared daily quota to other integrations. The run then fails with a clear message "
-            "(exit code 1); the tap's STATE lets the next run resume where it stopped.",
-            minimum=1,
-        ),
-        "rate_window_seconds": setting_property(
-            ["number", "null"],
-            "Rate window in seconds (advanced/testing)",
-            "Length of the window max_calls_per_20s applies to. Marketo's window is 20 s; change it "
-            "only to match a test sandbox with a shorter window.",
-            default=DEFAULT_RATE_WINDOW_SECONDS,
-            exclusiveMinimum=0,
-        ),
-        "max_retry_seconds": setting_property(
-            ["number", "null"],
-            "Max retry time in seconds (advanced/testing)",
-            "Total time one call may spend retrying transient errors (606, 615, 604, 5xx, timeouts) "
-            "before the run fails. Default 300.",
-            default=DEFAULT_MAX_RETRY_SECONDS,
-            exclusiveMinimum=0,
-        ),
-    },
-    "required": ["client_id", "client_secret"],
-}

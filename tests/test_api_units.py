@@ -277,7 +277,7 @@ def test_non_finite_numbers_are_value_errors() -> None:
 
 
 def test_secret_values_are_redacted_from_config_errors() -> None:
-    from marketo_api import SETTINGS_JSON_SCHEMA, redact_secrets
+    from marketo_singer import SETTINGS_JSON_SCHEMA, redact_secrets
 
     messages = ["987654321 is not of type 'string'", "client_id ok"]
     cleaned = redact_secrets(messages, {"client_secret": 987654321}, SETTINGS_JSON_SCHEMA)
@@ -301,7 +301,7 @@ def test_refused_connection_counts_as_never_sent() -> None:
 
 
 def test_redaction_leaves_words_that_merely_contain_a_short_secret() -> None:
-    from marketo_api import SETTINGS_JSON_SCHEMA, redact_secrets
+    from marketo_singer import SETTINGS_JSON_SCHEMA, redact_secrets
 
     cleaned = redact_secrets(
         ["dedupe_by idField needs b", "'b' is too short"], {"client_secret": "b"}, SETTINGS_JSON_SCHEMA
@@ -320,7 +320,7 @@ def test_advertised_defaults_are_the_defaults_in_force() -> None:
     """--about shows every default the settings apply (README: 20 s window, 300 s of retries)."""
     import dataclasses
 
-    from marketo_api import SETTINGS_JSON_SCHEMA
+    from marketo_singer import SETTINGS_JSON_SCHEMA
 
     in_force = {
         f.name: f.default for f in dataclasses.fields(MarketoSettings) if f.default is not dataclasses.MISSING

@@ -1,39 +1,20 @@
-"""Batching, ordering and sending: one coordinator per run, shared by every sink.
+"""The writer: runs the plan (`planner.WritePlan`) with calls in worker threads, and records outcomes.
 
-Rules (README, "How records are written"):
+Around the plan it does what takes time or touches the world: sends batches through `sender` in a
+thread pool of `max_concurrent_requests` (every call goes through the shared `MarketoClient` and
+its process-wide limiter), waits for and applies answers, remembers what a createOnly run saw in
+Marketo, checks writes a lost answer may overtake (`late_writes`), keeps the write ledger, and
+stops cleanly on a failure. Every record ends in exactly one outcome; `low_watermark()` tells the
+target which records all have one, so STATE never runs ahead of them.
 
-* Batches hold one object, one operation (sync or delete) and one dedupe mode, at most
-  `batch_size_rows` records and at most `max_body_bytes` of serialized body.
-* Per key, records are written in input order: a batch is cut when a record's key is already
-  in it, and a batch waits for any in-flight batch sharing a key before it is sent. A record
-  keyed by marketoGUID alone and one keyed by dedupe fields alone cannot be told apart, so
-  for one object they are treated as sharing a key (`Batch.may_share_records`).
-* Before any roles batch is sent, every pending opportunity is sent and its answer received.
-* An opportunity delete is sent only after the roles given before it (deleting an opportunity
-  deletes its roles); one by marketoGUID alone waits for every pending or in-flight role.
-* A role Marketo skips is held when its opportunity may still be written by this run, and sent
-  once more after that happened (at the latest at the end of input); later records for the same
-  role wait behind it. Marketo's docs do not say which code a role of a missing opportunity gets
-  (1004, 1013 and 1003 are all plausible), so any skip qualifies except the few that say
-  something else (`NOT_A_MISSING_OPPORTUNITY`); holding costs nothing unless the opportunity
-  really is written later. A role still held when a later delete of its opportunity is sent
-  ends then, as skipped: in input order the delete would have removed it.
-* A call whose answer was lost (timeout, 604, 5xx, dropped connection) and that was re-sent may
-  still be applied by Marketo later, after a later write of the same record. The latest write of
-  such a record since then waits, unresolved (so STATE waits too), until a query shows what
-  Marketo holds, `LATE_WRITE_SETTLE_SECONDS` after the lost call's answer: if Marketo holds a
-  lost attempt's values instead of the ones this run wrote since, everything written since is
-  re-sent once; if Marketo still holds the lost attempt's values afterwards the record ends
-  `skipped` with reason `uncertain_write`. Only records of calls with a lost answer are queried. A
-  lost attempt Marketo applies after that check cannot be seen by any client.
-* Up to `max_concurrent_requests` batches are in flight; every call goes through the shared
-  `MarketoClient` and its process-wide limiter.
-* Every record ends in exactly one outcome; `low_watermark()` tells the target which records
-  all have one, so STATE never runs ahead of them.
-
-The pieces around this module: `batches` (one call's records), `sender` (the call, its retries),
-`held` (roles waiting for their opportunity), `rules` (when they wait and go, shared with the dry
-run), `late_writes` (lost answers), `coordinator` (outcomes and the STATE watermark).
+A call whose answer was lost (timeout, 604, 5xx, dropped connection) and that was re-sent may
+still be applied by Marketo later, after a later write of the same record. The latest write of
+such a record since then waits, unresolved (so STATE waits too), until a query shows what
+Marketo holds, `LATE_WRITE_SETTLE_SECONDS` after the lost call's answer: if Marketo holds a lost
+attempt's values instead of the ones this run wrote since, everything written since is re-sent
+once; if Marketo still holds the lost attempt's values afterwards the record ends `skipped` with
+reason `uncertain_write`. Only records of calls with a lost answer are queried. A lost attempt
+Marketo applies after that check cannot be seen by any client.
 """
 
 from __future__ import annotations
@@ -51,13 +32,13 @@ from marketo_api import CrmSyncEnabledError, MarketoObject
 
 from .batches import Batch
 from .coordinator import CRM_MESSAGE, Coordinator, crm_error
-from .held import HeldRoles
 from .late_writes import CHECKED_NOTE, Doubt, LateWrites, join_note
+from .planner import Send, WritePlan
 from .records import Item, Outcome
 from .results import ResultsLog
-from .rules import NOT_SENT, Release, Sends, release_decision, should_hold
+from .rules import Release
 from .sender import BatchSender
-from .terms import DELETE, SYNC, WRITTEN, Action, BatchKey, ConflictKey, KeyKind, Status
+from .terms import DELETE, SYNC, WRITTEN, Action, ConflictKey, Status
 
 if TYPE_CHECKING:
     from .ledger import Ledger, UnchangedRule
@@ -70,12 +51,12 @@ ROLE = MarketoObject.OPPORTUNITY_ROLE
 # margin keeps memory flat.
 PRESENCE_MEMORY_SECONDS = 60.0
 
+Future = concurrent.futures.Future[list[Outcome]]
+
 
 class WriteCoordinator(Coordinator):
     """Sends batches through a thread pool while the main thread keeps reading input."""
 
-    #: Complete roles batches kept back while the current opportunity batch fills.
-    PARKED_ROLE_BATCHES = 4
     #: How long after a call with a lost answer its records are checked (when written again since).
     #: Marketo does not say how long it may go on with a request its client gave up on; waiting
     #: costs time only in runs that lost an answer and wrote the same record again.
@@ -102,38 +83,31 @@ class WriteCoordinator(Coordinator):
         self.max_body_bytes = max_body_bytes
         self.max_concurrent = max(1, max_concurrent)
         self.logger = logger
+        self.plan = WritePlan(
+            batch_size=batch_size, max_body_bytes=max_body_bytes, max_concurrent=max_concurrent
+        )
+        # Looked up at each call, so `_release_decision` stays the one place a held role is decided.
+        self.plan.decide = lambda item, final: self._release_decision(item, final)  # noqa: PLW0108
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
-        self._open: dict[BatchKey, Batch] = {}
-        self._parked: list[Batch] = []  # complete roles batches, oldest first
-        self._inflight: dict[concurrent.futures.Future[list[Outcome]], Batch] = {}
-        self._held = HeldRoles()
-        self._sends: dict[int, Sends] = {}  # by record number, for records sent and not resolved
-        self._opp_epoch = 0  # opportunity batches applied so far
-        self._opp_written: dict[str, int] = {}  # externalOpportunityId -> epoch it was written in
-        self._opp_by_guid: dict[str, str] = {}  # marketoGUID -> externalOpportunityId, as written
+        self._inflight: dict[Future, Batch] = {}
         # createOnly runs only: keys of records this run saw in Marketo lately, and when; and
         # when an opportunity was deleted (its roles went with it).
         self._present: collections.OrderedDict[ConflictKey, float] | None = (
             collections.OrderedDict() if track_presence else None
         )
         self._opp_deleted_at: collections.OrderedDict[str, float] = collections.OrderedDict()
-        self._pumping = False
         self._aborting = False
         self._sent_batches = 0  # calls submitted so far (progress marker)
         self.late_write_settle_seconds = self.LATE_WRITE_SETTLE_SECONDS
-        self._late = LateWrites(sender.descriptions, self._resolve, self._opportunity_of)
+        self._late = LateWrites(sender.descriptions, self._resolve, self.plan.opportunity_of)
 
     # ---- entry points (main thread) ---------------------------------------------------
 
     def _add(self, item: Item) -> None:
         self._harvest()
-        if item.obj is ROLE:
-            self._submit_deletes_before(item)
-        if item.obj is ROLE and self._held.blocks(item):
-            self._hold(item)
-        else:
-            self._enqueue(item)
+        self.plan.add(item)
+        self._run_plan()
         self._pump()
 
     def _checkpoint(self, *, final: bool) -> None:
@@ -141,39 +115,37 @@ class WriteCoordinator(Coordinator):
         while True:
             progress.check(self._progress_marker())
             self._pump()
-            # Opportunity syncs, then roles, then opportunity deletes (they cascade to roles).
-            for key in sorted(self._open, key=lambda k: k.send_order):
-                if key.obj is OPP and key.op == DELETE:
-                    self._send_parked()
-                if key in self._open:
-                    self._submit(key)
-            self._send_parked()
+            self.plan.flush()
+            self._run_plan()
             self._wait(list(self._inflight))
-            if self._open or self._parked or self._inflight:
+            if self.plan.pending or self._inflight:
                 continue
-            released = self._release_scan(final=False)
+            released = self._release(final=False)
             if not released and self._check_late_writes(final=final):
                 continue  # before settling held roles: a re-sent opportunity may release some
-            if not released and final and self._held:
+            if not released and final and self.plan.held:
                 # Every opportunity of the run is written: roles still held cannot be written.
-                released = self._release_scan(final=True)
+                released = self._release(final=True)
             if released:
                 for item in released:
-                    self._enqueue(item)
+                    self.plan.enqueue(item)
+                self._run_plan()
                 continue
-            if final and self._held:
+            if final and self.plan.held:
                 continue  # the guard raises if settling held roles made no progress
             break
         self._on_progress()
 
     def _progress_marker(self) -> tuple[int, ...]:
         """Changes whenever the coordinator moves: a call sent, an outcome recorded, a role held."""
+        plan = self.plan
         return (
             self._sent_batches,
             len(self._unresolved),
-            len(self._held),
-            len(self._open),
-            len(self._parked),
+            len(plan.held),
+            len(plan.open),
+            len(plan.parked),
+            len(plan.ready),
             len(self._inflight),
             len(self._late),
         )
@@ -184,88 +156,23 @@ class WriteCoordinator(Coordinator):
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
-    # ---- batching -----------------------------------------------------------------------
+    # ---- running the plan ---------------------------------------------------------------
 
-    def _enqueue(self, item: Item) -> None:
-        key = item.batch_key
-        for other_key in [k for k in self._open if k != key and k.obj is item.obj]:
-            other = self._open.get(other_key)
-            if other is not None and other.conflicts(item):
-                self._submit(other_key)  # an earlier record for the same key goes first
-        if item.obj is ROLE and self._held.blocks(item):
-            # Sending that batch (or an answer harvested meanwhile) held an earlier record for
-            # this role: this one waits behind it.
-            self._hold(item)
-            return
-        batch = self._open.get(key)
-        if batch is not None and (batch.conflicts(item) or not batch.fits(item)):
-            self._close(key)
-            batch = None
-        if batch is None:
-            batch = self._open[key] = Batch(key, max_rows=self.batch_size, max_bytes=self.max_body_bytes)
-        batch.add(item)
-        if len(batch) >= self.batch_size:
-            self._close(key)
+    def _run_plan(self) -> None:
+        """Send what the plan lets go, waiting for answers where it says, until it has no more."""
+        while True:
+            step = self.plan.step()
+            self._resolve_ended()
+            if step is None:
+                return
+            if isinstance(step, Send):
+                self._start(step.batch)
+            elif step.batches:
+                self._wait([f for f, b in self._inflight.items() if any(b is w for w in step.batches)])
+            else:
+                self._wait_any()
 
-    def _close(self, key: BatchKey) -> None:
-        """A batch is complete. Roles wait (parked) for the opportunity batch being filled.
-
-        With singer-sdk input (each opportunity's roles just before it) sending every roles
-        batch at once would first flush a part-filled opportunity batch; parking up to
-        PARKED_ROLE_BATCHES lets opportunity batches fill up too.
-        """
-        obj, op = key.obj, key.op
-        if obj is ROLE and op == SYNC:
-            batch = self._open.pop(key)
-            self._parked.append(batch)
-            if sum(len(b) for b in self._parked) > self.PARKED_ROLE_BATCHES * self.batch_size:
-                self._send(self._parked.pop(0))
-            return
-        self._submit(key)
-        if obj is OPP and op == SYNC:
-            self._send_parked()  # their opportunities have just been sent
-
-    def _send_parked(self) -> None:
-        while self._parked:
-            self._send(self._parked.pop(0))
-
-    def _submit(self, key: BatchKey) -> None:
-        batch = self._open.pop(key, None)
-        if batch is None or not batch.items:
-            return
-        if batch.obj is ROLE:
-            self._send_parked()  # parked batches are older than any open one
-        self._send(batch)
-
-    def _send(self, batch: Batch) -> None:
-        if batch.obj is ROLE:
-            self._flush_opportunities()
-        elif batch.op == DELETE:
-            # Deleting an opportunity deletes its roles: roles given before it go first. A delete
-            # by marketoGUID alone does not say which opportunity it is: every role goes first.
-            ids = {i.opportunity_id for i in batch.items if i.opportunity_id}
-            guids = [_guid_of(i) for i in batch.items if not i.opportunity_id]
-            before = max(i.seq for i in batch.items)
-            self._settle_roles_for(None if guids else ids, before=before)
-            known = {self._opp_by_guid[g] for g in guids if g in self._opp_by_guid}
-            self._settle_held_before_delete(ids | known, before=before)
-        waits = [f for f, other in self._inflight.items() if batch.may_share_records(other)]
-        if waits:
-            self._wait(waits)
-        if batch.obj is ROLE:
-            # An answer just harvested may have held an earlier record for one of these roles.
-            blocked = [item for item in batch.items if self._held.blocks(item)]
-            if blocked:
-                batch.remove(blocked)
-                for item in blocked:
-                    self._hold(item)
-                if not batch.items:
-                    return
-        while len(self._inflight) >= self.max_concurrent:
-            self._wait_any()
-        for item in batch.items:
-            sends = self._sends.get(item.seq, NOT_SENT)
-            self._sends[item.seq] = Sends(sends.attempts + 1, self._opp_epoch, sends.answer)
+    def _start(self, batch: Batch) -> None:
         if batch.op == SYNC and batch.action == Action.CREATE_ONLY:
             batch.known_present = frozenset(
                 k for item in batch.items for k in item.conflict_keys if self._is_present(k)
@@ -276,83 +183,6 @@ class WriteCoordinator(Coordinator):
         future = self._pool().submit(self.sender.send, batch)
         self._inflight[future] = batch
 
-    def _submit_deletes_before(self, role: Item) -> None:
-        """A role given after a pending delete of its opportunity must not overtake it.
-
-        The delete (which cascades to the opportunity's roles) is sent now, after the roles given
-        before it; a delete by marketoGUID alone may be this role's opportunity, so it goes too, and
-        a role keyed by marketoGUID alone may belong to any opportunity: every pending delete goes.
-        """
-        for key in [k for k in self._open if k.obj is OPP and k.op == DELETE]:
-            batch = self._open[key]
-            if role.opportunity_id is None or any(
-                not i.opportunity_id or i.opportunity_id == role.opportunity_id for i in batch.items
-            ):
-                self._submit(key)
-
-    def _flush_opportunities(self) -> None:
-        """Send pending opportunity syncs and wait for every opportunity call in flight.
-
-        Pending opportunity deletes are left for later: they wait for the roles before them.
-        """
-        for key in [k for k in self._open if k.obj is OPP and k.op == SYNC]:
-            self._submit(key)
-        pending = [f for f, b in self._inflight.items() if b.obj is OPP]
-        if pending:
-            self._wait(pending)
-
-    def _settle_roles_for(self, opportunity_ids: set[str] | None, *, before: int) -> None:
-        """Send and settle every pending role of these opportunities (None: of any opportunity)
-        given before record `before` (the delete).
-
-        Held roles that may go now are sent too; the others are not in Marketo (it skipped
-        them, whatever its reason code), so a delete cannot remove them. (Roles given
-        after a pending delete of their opportunity are never pending: `_submit_deletes_before`
-        sends the delete when they arrive.)
-        """
-
-        def concerned(batch: Batch) -> bool:
-            return any(
-                i.seq < before and (opportunity_ids is None or i.opportunity_id in opportunity_ids)
-                for i in batch.items
-            )
-
-        progress = _ProgressGuard("settling roles before an opportunity delete")
-        while True:
-            progress.check(self._progress_marker())
-            keys = [k for k, b in self._open.items() if k.obj is ROLE and concerned(b)]
-            parked = any(concerned(b) for b in self._parked)
-            if parked:
-                self._send_parked()
-            for key in keys:
-                self._submit(key)
-            flying = [f for f, b in self._inflight.items() if b.obj is ROLE and concerned(b)]
-            # Opportunity syncs in flight were given before the delete (a later sync of one of its
-            # opportunities waits for it); their answers tell which held roles may go first.
-            flying += [f for f, b in self._inflight.items() if b.obj is OPP and b.op == SYNC]
-            self._wait(flying)
-            released = self._release_scan(final=False, only=opportunity_ids, before=before)
-            for item in released:
-                self._enqueue(item)
-            if not keys and not parked and not flying and not released:
-                return
-
-    def _settle_held_before_delete(self, opportunity_ids: set[str], *, before: int) -> None:
-        """Held roles of these opportunities given before their delete end now, as skipped.
-
-        A clean run would have written them before the delete, which removed them with their
-        opportunity; sent after a later re-create they would outlive their own delete (and a
-        rerun after a crash would leave Marketo unlike a clean run). Records waiting behind them
-        for the same role go before the delete.
-        """
-        while opportunity_ids and self._held:
-            released = self._release_scan(final=True, only=opportunity_ids, before=before)
-            if not released:
-                return
-            for item in released:
-                self._enqueue(item)
-            self._settle_roles_for(opportunity_ids, before=before)
-
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._executor_lock:
             if self._executor is None:
@@ -361,9 +191,48 @@ class WriteCoordinator(Coordinator):
                 )
             return self._executor
 
+    def _pump(self) -> None:
+        """Harvest answers, release held roles that may go now, repeat until nothing moves."""
+        held = self.plan.held
+        while True:
+            self._harvest()
+            if not held or not held.changed:
+                break
+            held.changed = False
+            released = self._release(final=False)
+            if not released:
+                break
+            for item in released:
+                self.plan.enqueue(item)
+            self._run_plan()
+        if len(self._late):
+            self._check_late_writes(final=False)
+        self._on_progress()
+
+    # ---- held roles ---------------------------------------------------------------------
+
+    def _hold(self, item: Item) -> None:
+        self.plan.hold(item)
+
+    def _release(self, *, final: bool) -> list[Item]:
+        released = self.plan.release(final=final)
+        self._resolve_ended()
+        return released
+
+    def _release_decision(self, item: Item, final: bool) -> Release:
+        return self.plan.release_decision(item, final)
+
+    def _resolve_ended(self) -> None:
+        for item, outcome in self.plan.take_finals():
+            self._resolve(item, outcome)
+
+    def _resolve(self, item: Item, outcome: Outcome) -> None:
+        super()._resolve(item, outcome)
+        self.plan.final(item)
+
     # ---- answers ------------------------------------------------------------------------
 
-    def _wait(self, futures: list[concurrent.futures.Future[list[Outcome]]]) -> None:
+    def _wait(self, futures: list[Future]) -> None:
         if futures:
             concurrent.futures.wait(futures)
         self._harvest()
@@ -383,15 +252,19 @@ class WriteCoordinator(Coordinator):
             self._apply(batch, outcomes)
 
     def _apply(self, batch: Batch, outcomes: list[Outcome]) -> None:
-        self._note_opportunities(batch, outcomes)
+        self.plan.note_answers(batch, outcomes)
         self._note_presence(batch, outcomes)
         waiting = self._late.note_writes_since_lost(batch, outcomes)
         crm = False
         for index, (item, outcome) in enumerate(zip(batch.items, outcomes, strict=True)):
             crm = crm or outcome.has_reason("1018")
-            if not self._aborting and not crm and self._should_hold(item, outcome):
-                self._sends[item.seq] = replace(self._sends.get(item.seq, NOT_SENT), answer=outcome)
-                self._hold(item)
+            if (
+                not self._aborting
+                and not crm
+                and self.plan.hold_if_waiting(
+                    item, outcome, opportunity_in_doubt=self._late.opportunity_in_doubt(item.opportunity_id)
+                )
+            ):
                 continue
             if index not in waiting:
                 self._resolve(item, outcome)
@@ -419,28 +292,6 @@ class WriteCoordinator(Coordinator):
                 accepted.append((item, outcome.marketo_guid))
         return accepted
 
-    def _note_opportunities(self, batch: Batch, outcomes: list[Outcome]) -> None:
-        """Which opportunities this run has written (held roles wait for them), and their GUIDs."""
-        if batch.obj is OPP:
-            self._held.changed = True
-            self._opp_epoch += 1
-            for item, outcome in zip(batch.items, outcomes, strict=True):
-                opportunity_id = self._opportunity_of(item, outcome)
-                if not opportunity_id:
-                    continue
-                if batch.op == SYNC and outcome.status in (Status.CREATED, Status.UPDATED):
-                    self._opp_written[opportunity_id] = self._opp_epoch
-                    if outcome.marketo_guid:
-                        self._opp_by_guid[outcome.marketo_guid] = opportunity_id
-                elif batch.op == DELETE and outcome.status == Status.DELETED:
-                    # Gone again: a role skipped for it now waits for it to be re-created.
-                    self._opp_written.pop(opportunity_id, None)
-
-    def _opportunity_of(self, item: Item, outcome: Outcome) -> str | None:
-        """An opportunity record's externalOpportunityId, also by a marketoGUID this run wrote."""
-        guid = _guid_of(item) or outcome.marketo_guid
-        return item.opportunity_id or self._opp_by_guid.get(guid or "")
-
     def _note_presence(self, batch: Batch, outcomes: list[Outcome]) -> None:
         """Which records this run has seen in Marketo (for the createOnly lost-answer check)."""
         present = self._present
@@ -455,7 +306,7 @@ class WriteCoordinator(Coordinator):
             elif outcome.status == Status.DELETED:
                 for key in item.conflict_keys:
                     present.pop(key, None)
-                opportunity_id = self._opportunity_of(item, outcome) if batch.obj is OPP else None
+                opportunity_id = self.plan.opportunity_of(item, outcome) if batch.obj is OPP else None
                 if opportunity_id:  # its roles went with it
                     self._opp_deleted_at[opportunity_id] = now
                     self._opp_deleted_at.move_to_end(opportunity_id)
@@ -472,78 +323,6 @@ class WriteCoordinator(Coordinator):
             deleted_at = self._opp_deleted_at.get(opportunity_id)
             return deleted_at is None or deleted_at < seen
         return True
-
-    def _should_hold(self, item: Item, outcome: Outcome) -> bool:
-        return should_hold(
-            item,
-            outcome,
-            self._sends.get(item.seq, NOT_SENT),
-            self._opp_written.get(item.opportunity_id or ""),
-            opportunity_in_doubt=self._late.opportunity_in_doubt(item.opportunity_id),
-        )
-
-    # ---- held roles ---------------------------------------------------------------------
-
-    def _hold(self, item: Item) -> None:
-        """Hold a role; later records for the same role waiting in batches are held behind it."""
-        self._held.changed = True
-        self._held.put(item)
-        keys = set(item.conflict_keys)
-        for batch in [*self._open.values(), *self._parked]:
-            if batch.obj is not item.obj:
-                continue
-            later = [i for i in batch.items if i.seq > item.seq and not keys.isdisjoint(i.conflict_keys)]
-            if later:
-                batch.remove(later)
-                for other in later:
-                    self._held.put(other)
-        self._parked = [b for b in self._parked if b.items]
-        for key in [k for k, b in self._open.items() if not b.items]:
-            del self._open[key]
-
-    def _pump(self) -> None:
-        """Harvest answers, release held roles that may go now, repeat until nothing moves."""
-        if self._pumping:
-            return
-        self._pumping = True
-        try:
-            while True:
-                self._harvest()
-                if not self._held or not self._held.changed:
-                    break
-                self._held.changed = False
-                released = self._release_scan(final=False)
-                if not released:
-                    break
-                for item in released:
-                    self._enqueue(item)
-            if len(self._late):
-                self._check_late_writes(final=False)
-        finally:
-            self._pumping = False
-        self._on_progress()
-
-    def _release_scan(
-        self, *, final: bool, only: set[str] | None = None, before: int | None = None
-    ) -> list[Item]:
-        """Unhold the roles that may go now (in input order); settle the hopeless ones if final."""
-
-        released, ended = self._held.release(
-            lambda item: self._release_decision(item, final), only=only, before=before
-        )
-        for item in ended:
-            answer = self._sends[item.seq].answer
-            assert answer is not None
-            self._resolve(item, answer)
-        return released
-
-    def _release_decision(self, item: Item, final: bool) -> Release:
-        sends = self._sends.get(item.seq, NOT_SENT)
-        return release_decision(sends, self._opp_written.get(item.opportunity_id or ""), final=final)
-
-    def _resolve(self, item: Item, outcome: Outcome) -> None:
-        super()._resolve(item, outcome)
-        self._sends.pop(item.seq, None)
 
     # ---- writes that may land late ------------------------------------------------------
 
@@ -619,7 +398,7 @@ class WriteCoordinator(Coordinator):
                 except Exception as exc:
                     self._abort(exc, batch)
                     raise AssertionError("unreachable") from exc  # _abort always raises
-                self._note_opportunities(batch, outcomes)
+                self.plan.note_answers(batch, outcomes)
                 for sent, outcome in zip(batch.items, outcomes, strict=True):
                     answers[sent.seq] = outcome
         return answers
@@ -637,8 +416,7 @@ class WriteCoordinator(Coordinator):
     def _drain_after_failure(self, failed: Batch | None) -> None:
         """Send nothing more; record what the calls still in flight answered, and sync the file."""
         self._aborting = True
-        self._open.clear()
-        self._parked.clear()
+        self.plan.clear()
         if failed is not None:
             self.logger.error(
                 "A %s call for %d records failed; they have no outcome and STATE stays before them",
@@ -675,11 +453,3 @@ class _ProgressGuard:
                 "please report this with the input that caused it"
             )
         self._last = marker
-
-
-def _guid_of(item: Item) -> str | None:
-    """The marketoGUID a record is keyed by, if any."""
-    for key in item.conflict_keys:
-        if key.kind == KeyKind.ID and isinstance(key.value, str):
-            return key.value
-    return None

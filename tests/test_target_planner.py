@@ -208,7 +208,9 @@ def test_the_plan_keeps_the_readme_order_whatever_order_answers_come_in(seed: in
     assert driver.outcomes == expected.outcomes
     assert driver.marketo.opps == expected.opps
     assert driver.marketo.roles == expected.roles
-    assert not driver.plan.pending and not driver.plan.held and not driver.plan.inflight
+    assert not driver.plan.pending
+    assert not driver.plan.held
+    assert not driver.plan.inflight
 
 
 def test_the_generator_reaches_every_key() -> None:

@@ -1,13 +1,14 @@
 """`dry_run: true`: look records up by key and report what a real run would do; write nothing.
 
-Records are looked up 300 keys per call and then replayed in input order against what was
-found, so a record created earlier in the same input counts as existing for later ones. Roles
-follow the real run's ordering: a role whose opportunity is not in Marketo waits until that
-opportunity is written (or the end of input), and an opportunity delete removes the roles of
-that opportunity. Lead ids cannot be checked (the REST API has no lead lookup in this
-project's client). On a CRM-synced instance the dry run stops with the real run's message:
-Marketo offers role APIs only without CRM sync, so a roles describe (made once, even for
-opportunity-only input) answering 1018 is the read-only sign of it.
+Records are looked up 300 keys per call, then run through the real run's plan
+(`planner.WritePlan`: the same batches, the same order, the same held roles) against a Marketo
+simulated from what was found, so a record created earlier in the same input counts as existing
+for later ones, a role whose opportunity is not in Marketo waits until that opportunity is
+written (or the end of input), and an opportunity delete removes the roles of that opportunity.
+Lead ids cannot be checked (the REST API has no lead lookup in this project's client). On a
+CRM-synced instance the dry run stops with the real run's message: Marketo offers role APIs only
+without CRM sync, so a roles describe (made once, even for opportunity-only input) answering 1018
+is the read-only sign of it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from marketo_api import (
@@ -27,7 +29,9 @@ from marketo_api import (
     chunked,
 )
 
+from .batches import Batch
 from .coordinator import Coordinator, crm_error
+from .planner import Send, WritePlan
 from .records import Item, Outcome
 from .results import ResultsLog
 from .rules import may_wait_for_opportunity
@@ -40,6 +44,13 @@ OPP = MarketoObject.OPPORTUNITY
 ROLE = MarketoObject.OPPORTUNITY_ROLE
 
 _NOT_FOUND = (False, None)
+#: What a real run's status would be, said of a dry run.
+_WOULD = {
+    Status.CREATED: Status.WOULD_CREATE,
+    Status.UPDATED: Status.WOULD_UPDATE,
+    Status.DELETED: Status.WOULD_DELETE,
+    Status.SKIPPED: Status.WOULD_SKIP,
+}
 
 
 class DryRunCoordinator(Coordinator):
@@ -59,10 +70,9 @@ class DryRunCoordinator(Coordinator):
         self.descriptions = descriptions
         self.batch_size = min(batch_size, MAX_BATCH)
         self.logger = logger
-        self._pending: list[Item] = []  # accepted, not looked up or evaluated yet (input order)
-        # Roles whose opportunity is not (yet) in Marketo, and records behind them for the same
-        # role, in input order: a real run holds them until their opportunity is written.
-        self._waiting: list[Item] = []
+        # The real run's plan; its calls are answered at once, so none is ever in flight.
+        self.plan = WritePlan(batch_size=self.batch_size, max_body_bytes=2**62, max_concurrent=1)
+        self._pending: list[Item] = []  # accepted, not looked up yet (input order)
         # What Marketo holds, as far as this run knows: key -> (exists, marketoGUID).
         self._known: dict[ConflictKey, tuple[bool, str | None]] = {}
         # A found record's other key (marketoGUID <-> dedupe fields), so a delete by one of them
@@ -83,44 +93,56 @@ class DryRunCoordinator(Coordinator):
         self._evaluate(final=final)
         self._on_progress()
 
+    def _resolve(self, item: Item, outcome: Outcome) -> None:
+        super()._resolve(item, outcome)
+        self.plan.final(item)
+
     # ---- evaluation -------------------------------------------------------------------------
 
     def _evaluate(self, *, final: bool) -> None:
-        """Replay the pending records in input order, as a real run would apply them.
-
-        A real run sends opportunity syncs before the roles given with them, holds a role whose
-        opportunity is missing until that opportunity is written, sends an opportunity delete
-        after the roles given before it and before the roles given after it (the delete removes
-        the opportunity's roles). Replaying in input order with waiting roles released when
-        their opportunity is written gives the same outcomes.
-        """
+        """Look the pending records up, then run them through the plan as a real run would."""
         items, self._pending = self._pending, []
         if items:
             self._check_crm()
         self._look_up(items)
+        plan = self.plan
         for item in items:
-            if item.obj is ROLE and self._behind_waiting(item):
-                self._waiting.append(item)
-                continue
-            if item.obj is OPP and item.op == DELETE:
-                self._replay_waiting(self._opportunity_of(item), final=True)
-            outcome = self._simulate(item, final=False)
-            if outcome is None:
-                self._waiting.append(item)
-                continue
-            self._resolve(item, outcome)
-            if (
-                item.obj is OPP
-                and item.op != DELETE
-                and outcome.status in (Status.WOULD_CREATE, Status.WOULD_UPDATE)
-            ):
-                self._replay_waiting(item.opportunity_id, final=False)
-        if final:
-            waiting, self._waiting = self._waiting, []
-            for item in waiting:
-                outcome = self._simulate(item, final=True)
-                assert outcome is not None
-                self._resolve(item, outcome)
+            plan.add(item)
+            self._run()
+        while True:
+            plan.flush()
+            self._run()
+            released = plan.release(final=False)
+            if not released and final and plan.held:
+                # Every opportunity of the input is written: roles still held cannot be written.
+                released = plan.release(final=True)
+            self._resolve_ended()
+            if not released:
+                return
+            for item in released:
+                plan.enqueue(item)
+
+    def _run(self) -> None:
+        """Answer every batch the plan sends, at once, from the simulated Marketo."""
+        plan = self.plan
+        while True:
+            step = plan.step()
+            self._resolve_ended()
+            if step is None:
+                return
+            assert isinstance(step, Send), "a dry run has no call in flight to wait for"
+            self._answer(step.batch)
+
+    def _answer(self, batch: Batch) -> None:
+        outcomes = [self._simulate(item) for item in batch.items]
+        self.plan.note_answers(batch, outcomes)
+        for item, outcome in zip(batch.items, outcomes, strict=True):
+            if not self.plan.hold_if_waiting(item, outcome, opportunity_in_doubt=False):
+                self._resolve(item, _would(outcome))
+
+    def _resolve_ended(self) -> None:
+        for item, outcome in self.plan.take_finals():
+            self._resolve(item, _would(outcome))
 
     def _check_crm(self) -> None:
         if self._crm_checked:
@@ -131,61 +153,31 @@ class DryRunCoordinator(Coordinator):
         except CrmSyncEnabledError as exc:
             raise crm_error(exc) from exc
 
-    def _behind_waiting(self, item: Item) -> bool:
-        keys = set(item.conflict_keys)
-        return any(not keys.isdisjoint(w.conflict_keys) for w in self._waiting)
-
-    def _replay_waiting(self, opportunity_id: str | None, *, final: bool) -> None:
-        """The roles waiting for this opportunity go, in input order.
-
-        After the opportunity is written (`final=False`) they may now succeed; when it is deleted
-        (`final=True`) they end, as in a real run: the delete would have removed them, and a
-        later re-create does not bring them back.
-        """
-        if not opportunity_id or not self._waiting:
-            return
-        still: list[Item] = []
-        kept: set[ConflictKey] = set()
-        for item in self._waiting:
-            outcome = None
-            if item.opportunity_id == opportunity_id and not any(k in kept for k in item.conflict_keys):
-                outcome = self._simulate(item, final=final)
-            if outcome is None:
-                still.append(item)
-                kept.update(item.conflict_keys)
-                continue
-            self._resolve(item, outcome)
-        self._waiting = still
-
-    def _simulate(self, item: Item, *, final: bool) -> Outcome | None:
-        """The outcome a real run would report, or None to decide later (role waiting)."""
+    def _simulate(self, item: Item) -> Outcome:
+        """What Marketo would answer for the record now, in the real run's statuses."""
         key = item.conflict_keys[0]
         exists, guid = self._known.get(key, _NOT_FOUND)
         if item.op == DELETE:
             if not exists:
-                return Outcome(Status.WOULD_SKIP, reasons=(Reason("1013", "Object not found"),))
+                return Outcome(Status.SKIPPED, reasons=(Reason("1013", "Object not found"),))
             if item.obj is OPP:
                 self._cascade(item)  # first: it may need the marketoGUID's alias, which _set drops
             self._set(item, False, None)
-            return Outcome(Status.WOULD_DELETE, guid)
+            return Outcome(Status.DELETED, guid)
         if exists:
             if item.action == Action.CREATE_ONLY:
-                return Outcome(Status.WOULD_SKIP, guid, (Reason("1017", "Object already exists"),))
-            return Outcome(Status.WOULD_UPDATE, guid)
+                return Outcome(Status.SKIPPED, guid, (Reason("1017", "Object already exists"),))
+            return Outcome(Status.UPDATED, guid)
         if item.action == Action.UPDATE_ONLY:
             return Outcome(
-                Status.WOULD_SKIP, reasons=(Reason("1004", f"{item.obj.label.capitalize()} not found"),)
+                Status.SKIPPED, reasons=(Reason("1004", f"{item.obj.label.capitalize()} not found"),)
             )
-        if may_wait_for_opportunity(item):  # the real run's rule: it holds such a role
+        if may_wait_for_opportunity(item):  # the real run holds such a role until it is written
             opportunity = item.opportunity_id
             if not self._known.get(ConflictKey.of_opportunity(opportunity), _NOT_FOUND)[0]:
-                if not final:
-                    return None
-                return Outcome(
-                    Status.WOULD_SKIP, reasons=(Reason("1004", _missing_opportunity(opportunity)),)
-                )
+                return Outcome(Status.SKIPPED, reasons=(Reason("1004", _missing_opportunity(opportunity)),))
         self._set(item, True, None)
-        return Outcome(Status.WOULD_CREATE)
+        return Outcome(Status.CREATED)
 
     def _opportunity_of(self, item: Item) -> str | None:
         """An opportunity record's externalOpportunityId; by marketoGUID alone, if looked up."""
@@ -288,3 +280,7 @@ def _missing_opportunity(external_id: str | None) -> str:
         f"Opportunity '{external_id}' not found (Marketo may answer this with 1004, 1013 or 1003; "
         "its docs do not say)"
     )
+
+
+def _would(outcome: Outcome) -> Outcome:
+    return replace(outcome, status=_WOULD[outcome.status])

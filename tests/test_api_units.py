@@ -289,7 +289,7 @@ def test_refused_connection_counts_as_never_sent() -> None:
 
     import requests
 
-    from marketo_api.client import _may_have_arrived
+    from marketo_api.transport import _may_have_arrived
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -1,7 +1,5 @@
 """Marketo REST API layer shared by the tap, the target and the tests (no Singer imports)."""
 
-from typing import TYPE_CHECKING, Any
-
 from .client import (
     MAX_BATCH,
     MAX_BODY_BYTES,
@@ -36,27 +34,6 @@ from .errors import (
     RetriesExhaustedError,
 )
 from .settings import MarketoSettings, SettingsError
-
-# Temporary (issue 11): tap_marketo_opps/tap.py and reliability/faults.py still import the Singer
-# settings schema from here. Resolved lazily, so importing marketo_api imports no Singer code;
-# remove once they import from marketo_singer / tap_marketo_opps.settings.
-_MOVED_TO_MARKETO_SINGER = {
-    "SETTINGS_JSON_SCHEMA": "marketo_singer.settings",
-    "setting_property": "marketo_singer.legacy",
-}
-
-if TYPE_CHECKING:
-    from marketo_singer.legacy import setting_property as setting_property
-    from marketo_singer.settings import SETTINGS_JSON_SCHEMA as SETTINGS_JSON_SCHEMA
-else:
-
-    def __getattr__(name: str) -> Any:
-        if name in _MOVED_TO_MARKETO_SINGER:
-            import importlib
-
-            return getattr(importlib.import_module(_MOVED_TO_MARKETO_SINGER[name]), name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "MAX_BATCH",

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marketo_api import SETTINGS_JSON_SCHEMA
 from marketo_sandbox import Fault, RecordFault, Sandbox
+from marketo_singer import SETTINGS_JSON_SCHEMA
 
 from . import workload
 from .common import TAP, TARGET, connection, results_lines, run_cli, singer_lines, start_sandbox, write_json

@@ -35,10 +35,8 @@ _DELIMITERS = (",", "\t", ";", "|")
 _LOG = logging.getLogger("tap-marketo-opps")
 _WARNED: set[Path] = set()
 
-FILTER_OBJECTS: dict[str, MarketoObject] = {
-    "opportunity": MarketoObject.OPPORTUNITY,
-    "opportunity_role": MarketoObject.OPPORTUNITY_ROLE,
-}
+#: The `object` of a filter: each object's snake name.
+FILTER_OBJECTS: dict[str, MarketoObject] = {obj.snake_name: obj for obj in MarketoObject}
 
 
 @dataclass(frozen=True)

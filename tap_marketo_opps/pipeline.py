@@ -41,7 +41,7 @@ from typing import Any
 from marketo_api import MAX_BATCH, MarketoClient, MarketoObject
 
 from .keys import EXTERNAL_OPPORTUNITY_ID, KeyValue
-from .seen import RunSeen
+from .seen import RunSeen, SeenSet
 
 Record = dict[str, Any]
 GUID = "marketoGUID"
@@ -93,6 +93,13 @@ class Plan:
         return self.primary is MarketoObject.OPPORTUNITY or self.follow_up is MarketoObject.OPPORTUNITY
 
 
+#: The other object: the one a key batch of this object reaches by externalOpportunityId.
+_LINKED = {
+    MarketoObject.OPPORTUNITY: MarketoObject.OPPORTUNITY_ROLE,
+    MarketoObject.OPPORTUNITY_ROLE: MarketoObject.OPPORTUNITY,
+}
+
+
 def make_plan(
     obj: MarketoObject,
     field_name: str,
@@ -102,52 +109,27 @@ def make_plan(
 ) -> Plan | None:
     """The plan for keys on `obj.field_name`; `*_fields` is None when that stream is not selected.
 
-    Returns None when neither stream is selected.
+    One rule for every source and selection: query `obj` by the keys (asking only for the
+    linking field when its stream is not selected, to reach the other), then fetch the linked
+    object if its stream is selected. Returns None when neither stream is selected.
     """
-    opp = MarketoObject.OPPORTUNITY
-    role = MarketoObject.OPPORTUNITY_ROLE
-    minimal = (EXTERNAL_OPPORTUNITY_ID,)
-    if opportunity_fields is None and role_fields is None:
+    selected = {MarketoObject.OPPORTUNITY: opportunity_fields, MarketoObject.OPPORTUNITY_ROLE: role_fields}
+    if (
+        obj is MarketoObject.OPPORTUNITY
+        and field_name == EXTERNAL_OPPORTUNITY_ID
+        and opportunity_fields is None
+    ):
+        obj = MarketoObject.OPPORTUNITY_ROLE  # roles only: match them on the opportunity ids directly
+    own, linked = selected[obj], selected[_LINKED[obj]]
+    if own is None and linked is None:
         return None
-    if obj is opp:
-        if opportunity_fields is not None:
-            return Plan(
-                opp,
-                field_name,
-                _with_key(opportunity_fields),
-                emit_primary=True,
-                follow_up=role if role_fields is not None else None,
-                follow_up_fields=_with_key(role_fields or ()),
-            )
-        assert role_fields is not None
-        if field_name == EXTERNAL_OPPORTUNITY_ID:
-            # Roles only: roles can be matched on the opportunity ids directly.
-            return Plan(role, field_name, _with_key(role_fields), emit_primary=True, follow_up=None)
-        return Plan(
-            opp,
-            field_name,
-            minimal,
-            emit_primary=False,
-            follow_up=role,
-            follow_up_fields=_with_key(role_fields),
-        )
-    if role_fields is not None:
-        return Plan(
-            role,
-            field_name,
-            _with_key(role_fields),
-            emit_primary=True,
-            follow_up=opp if opportunity_fields is not None else None,
-            follow_up_fields=_with_key(opportunity_fields or ()),
-        )
-    assert opportunity_fields is not None
     return Plan(
-        role,
+        obj,
         field_name,
-        minimal,
-        emit_primary=False,
-        follow_up=opp,
-        follow_up_fields=_with_key(opportunity_fields),
+        _with_key(own or ()),
+        emit_primary=own is not None,
+        follow_up=_LINKED[obj] if linked is not None else None,
+        follow_up_fields=_with_key(linked or ()),
     )
 
 
@@ -291,33 +273,21 @@ class BatchPipeline:
             result = BatchResult(number=work.number, key_count=len(work.keys))
             result.queries.primary = 1
             result.queries.extra_pages = max(fetched.pages - 1, 0)
-            follow_ids: list[str] = []
             if plan.primary is MarketoObject.OPPORTUNITY:
-                new = self._new_opportunities(fetched.records)
+                new = _new_records(fetched.records, EXTERNAL_OPPORTUNITY_ID, self._seen.opportunities)
                 if plan.emit_primary:
                     result.opportunities = new
-                if plan.follow_up is not None:
-                    # Every matched opportunity whose roles were not all fetched yet, including
-                    # one a lead source reached before (that fetched only the lead's roles).
-                    matched = dict.fromkeys(
-                        str(r[EXTERNAL_OPPORTUNITY_ID])
-                        for r in fetched.records
-                        if r.get(EXTERNAL_OPPORTUNITY_ID)
-                    )
-                    follow_ids = self._seen.roles_of.add_new(matched)
+                # Every matched opportunity whose roles were not all fetched yet, including
+                # one a lead source reached before (that fetched only the lead's roles).
+                follow_seen = self._seen.roles_of
             else:
                 if plan.emit_primary:
-                    result.roles = self._new_roles(fetched.records)
-                if plan.follow_up is not None:
-                    referenced = dict.fromkeys(
-                        str(r[EXTERNAL_OPPORTUNITY_ID])
-                        for r in fetched.records
-                        if r.get(EXTERNAL_OPPORTUNITY_ID)
-                    )
-                    follow_ids = self._seen.opportunities.add_new(referenced)
+                    result.roles = _new_records(fetched.records, GUID, self._seen.roles)
+                follow_seen = self._seen.opportunities
             work.result = result
             work.follow_ups = []
             if plan.follow_up is not None:
+                follow_ids = follow_seen.add_new(_ids(fetched.records, EXTERNAL_OPPORTUNITY_ID))
                 self._pool.extend((key, work.number) for key in follow_ids)
                 for chunk in self._take_from_pool(work):
                     work.follow_ups.append(
@@ -337,35 +307,6 @@ class BatchPipeline:
             self._pool.clear()
         return chunks
 
-    def _new_opportunities(self, records: list[Record]) -> list[Record]:
-        """The records of opportunities not fetched before in this run (one per id)."""
-        keys = dict.fromkeys(
-            str(r[EXTERNAL_OPPORTUNITY_ID]) for r in records if r.get(EXTERNAL_OPPORTUNITY_ID)
-        )
-        new = set(self._seen.opportunities.add_new(keys))
-        out: list[Record] = []
-        for record in records:
-            key = record.get(EXTERNAL_OPPORTUNITY_ID)
-            if not key:
-                out.append(record)  # cannot be told apart; Marketo always sets the dedupe field
-            elif str(key) in new:
-                new.discard(str(key))
-                out.append(record)
-        return out
-
-    def _new_roles(self, records: list[Record]) -> list[Record]:
-        """The roles not emitted before in this run (one per marketoGUID)."""
-        new = set(self._seen.roles.add_new(dict.fromkeys(str(r[GUID]) for r in records if r.get(GUID))))
-        out: list[Record] = []
-        for record in records:
-            guid = record.get(GUID)
-            if not guid:
-                out.append(record)  # cannot be told apart; Marketo always sets marketoGUID
-            elif str(guid) in new:
-                new.discard(str(guid))
-                out.append(record)
-        return out
-
     def _finish(self, work: _Work) -> BatchResult:
         result = work.result
         assert result is not None
@@ -377,7 +318,7 @@ class BatchPipeline:
             if self._plan.follow_up is MarketoObject.OPPORTUNITY:
                 result.opportunities.extend(fetched.records)
             else:
-                result.roles.extend(self._new_roles(fetched.records))
+                result.roles.extend(_new_records(fetched.records, GUID, self._seen.roles))
         return result
 
     def _fetch(
@@ -393,6 +334,25 @@ class BatchPipeline:
         finally:
             _worker.cancelled = None
         return _Fetched(records, pages)
+
+
+def _ids(records: list[Record], key: str) -> dict[str, None]:
+    """The records' values of `key` as text, once each, in order (a record without one has none)."""
+    return dict.fromkeys(str(r[key]) for r in records if r.get(key))
+
+
+def _new_records(records: list[Record], key: str, seen: SeenSet) -> list[Record]:
+    """The first record of each `key` value not in `seen` (which then holds it), in order."""
+    new = set(seen.add_new(_ids(records, key)))
+    out: list[Record] = []
+    for record in records:
+        value = record.get(key)
+        if not value:
+            out.append(record)  # cannot be told apart; Marketo always sets both keys
+        elif str(value) in new:
+            new.discard(str(value))
+            out.append(record)
+    return out
 
 
 def _mark_last(batches: Iterable[tuple[int, list[KeyValue]]]) -> Iterator[tuple[int, list[KeyValue], bool]]:

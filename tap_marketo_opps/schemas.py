@@ -138,34 +138,48 @@ def unreadable_summary(counts: Mapping[tuple[str, str], int]) -> str:
     return ", ".join(f"{stream}.{name} {count:,}" for (stream, name), count in sorted(counts.items()))
 
 
-def _opt(name: str, wrapped: Any, description: str) -> th.Property:
-    return th.Property(name, wrapped, description=description)
-
-
-_FIELD_COMMON = (
-    th.Property("name", th.StringType(nullable=False), required=True, description="API name of the field."),
-    _opt("displayName", th.StringType, "Display name."),
-    _opt("dataType", th.StringType, "Marketo dataType (string, integer, currency, datetime, ...)."),
-    _opt("length", th.IntegerType, "Maximum length, for string-like fields."),
-    _opt("updateable", th.BooleanType, "Describe: the field can be written through the API."),
-    _opt("isIdField", th.BooleanType, "Describe: the field is the object's idField (marketoGUID)."),
-    _opt("isDedupeField", th.BooleanType, "Describe: the field is (part of) the dedupe key."),
-    _opt("isSearchable", th.BooleanType, "Describe: the field can be used alone as a query filterType."),
+# Where a field-metadata property comes from: describe (both objects), the opportunity schema
+# API's entry (roles have no schema API), or which of the two lists the field (opportunities).
+_DESCRIBE, _SCHEMA_API, _LISTED_BY = "describe", "schema API", "listed by"
+_FIELD_PROPERTIES: tuple[tuple[str, type[th.JSONTypeHelper], str, str], ...] = (
+    ("displayName", th.StringType, "Display name.", _DESCRIBE),
+    ("dataType", th.StringType, "Marketo dataType (string, integer, currency, datetime, ...).", _DESCRIBE),
+    ("length", th.IntegerType, "Maximum length, for string-like fields.", _DESCRIBE),
+    ("updateable", th.BooleanType, "Describe: the field can be written through the API.", _DESCRIBE),
+    ("isIdField", th.BooleanType, "Describe: the field is the object's idField (marketoGUID).", _DESCRIBE),
+    ("isDedupeField", th.BooleanType, "Describe: the field is (part of) the dedupe key.", _DESCRIBE),
+    (
+        "isSearchable",
+        th.BooleanType,
+        "Describe: the field can be used alone as a query filterType.",
+        _DESCRIBE,
+    ),
+    ("description", th.StringType, "Schema API: description.", _SCHEMA_API),
+    ("isHidden", th.BooleanType, "Schema API: hidden in the Marketo UI.", _SCHEMA_API),
+    ("isHtmlEncodingInEmail", th.BooleanType, "Schema API: HTML-encoded in emails.", _SCHEMA_API),
+    ("isSensitive", th.BooleanType, "Schema API: sensitive field.", _SCHEMA_API),
+    ("isCustom", th.BooleanType, "Schema API: custom field.", _SCHEMA_API),
+    ("isApiCreated", th.BooleanType, "Schema API: created through the API.", _SCHEMA_API),
+    ("inDescribe", th.BooleanType, "The describe endpoint lists the field.", _LISTED_BY),
+    ("inSchemaApi", th.BooleanType, "The schema/fields endpoint lists the field.", _LISTED_BY),
 )
 
-OPPORTUNITY_FIELDS_SCHEMA: dict[str, Any] = th.PropertiesList(
-    *_FIELD_COMMON,
-    _opt("description", th.StringType, "Schema API: description."),
-    _opt("isHidden", th.BooleanType, "Schema API: hidden in the Marketo UI."),
-    _opt("isHtmlEncodingInEmail", th.BooleanType, "Schema API: HTML-encoded in emails."),
-    _opt("isSensitive", th.BooleanType, "Schema API: sensitive field."),
-    _opt("isCustom", th.BooleanType, "Schema API: custom field."),
-    _opt("isApiCreated", th.BooleanType, "Schema API: created through the API."),
-    _opt("inDescribe", th.BooleanType, "The describe endpoint lists the field."),
-    _opt("inSchemaApi", th.BooleanType, "The schema/fields endpoint lists the field."),
-).to_dict()
 
-ROLE_FIELDS_SCHEMA: dict[str, Any] = th.PropertiesList(*_FIELD_COMMON).to_dict()
+def _fields_schema(*sources: str) -> dict[str, Any]:
+    return th.PropertiesList(
+        th.Property(
+            "name", th.StringType(nullable=False), required=True, description="API name of the field."
+        ),
+        *(
+            th.Property(name, kind, description=description)
+            for name, kind, description, source in _FIELD_PROPERTIES
+            if source in sources
+        ),
+    ).to_dict()
+
+
+OPPORTUNITY_FIELDS_SCHEMA: dict[str, Any] = _fields_schema(_DESCRIBE, _SCHEMA_API, _LISTED_BY)
+ROLE_FIELDS_SCHEMA: dict[str, Any] = _fields_schema(_DESCRIBE)
 
 KEY_BATCHES_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property("source", th.StringType(nullable=False), required=True),
@@ -173,14 +187,7 @@ KEY_BATCHES_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property("keys", th.IntegerType),
 ).to_dict()
 
-_SCHEMA_API_KEYS = (
-    "description",
-    "isHidden",
-    "isHtmlEncodingInEmail",
-    "isSensitive",
-    "isCustom",
-    "isApiCreated",
-)
+_SCHEMA_API_KEYS = tuple(name for name, _, _, source in _FIELD_PROPERTIES if source == _SCHEMA_API)
 
 
 def field_record(

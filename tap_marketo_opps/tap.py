@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import sys
 import threading
@@ -13,142 +12,27 @@ from typing import IO, Any
 
 import click
 from singer_sdk import Stream, Tap
-from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import StateMessage
 
 from marketo_api import (
     MAX_BATCH,
-    SETTINGS_JSON_SCHEMA,
     MarketoClient,
     MarketoError,
     MarketoObject,
     MarketoSettings,
     ObjectDescription,
-    SettingsError,
     json_schema_for,
-    setting_property,
 )
 from marketo_singer import ConnectorConfigValidation
 
-from .keys import key_sources
+from .driver import SyncRun, SyncStoppedError
+from .field_streams import OpportunityFieldsStream, OpportunityRoleFieldsStream
 from .output import TapWriter
 from .pipeline import interruptible_sleep
+from .progress import counts
 from .schemas import LOGGED_UNREADABLE_PER_FIELD, replication_key_for, unreadable_summary
-from .streams import (
-    KEY_BATCHES,
-    OPPORTUNITIES,
-    OPPORTUNITY_ROLES,
-    KeyBatchesStream,
-    MarketoRecordStream,
-    OpportunityFieldsStream,
-    OpportunityRoleFieldsStream,
-    SyncRun,
-    SyncStoppedError,
-)
-
-_RECORD_STREAMS = {
-    OPPORTUNITIES: MarketoObject.OPPORTUNITY,
-    OPPORTUNITY_ROLES: MarketoObject.OPPORTUNITY_ROLE,
-}
-
-
-_KEY_FILE_HELP = (
-    "One value a line, or a CSV file (comma, tab, semicolon or pipe) with a header row; the key "
-    "column is the one named {columns} (case, '_' and '-' are ignored; a one-column file may start "
-    "with such a header line). Read line by line, so a file of millions of values works with "
-    "constant memory. A relative path is relative to the working directory."
-)
-
-TAP_SETTINGS: dict[str, Any] = {
-    "start_date": setting_property(
-        ["string", "null"],
-        "Start date",
-        "Emit only records whose updatedAt is at or after this time (ISO 8601). Marketo has no "
-        "updatedAt filter, so every key is still queried; older records are dropped by the tap. "
-        "Later runs use the saved updatedAt bookmark when it is newer.",
-        format="date-time",
-    ),
-    "external_opportunity_ids": setting_property(
-        ["array", "null"],
-        "External opportunity IDs",
-        "Read these opportunities (by externalOpportunityId) and their roles.",
-        items={"type": "string"},
-    ),
-    "external_opportunity_ids_file": setting_property(
-        ["string", "null"],
-        "External opportunity IDs file",
-        "Path of a file of externalOpportunityIds; like external_opportunity_ids. "
-        + _KEY_FILE_HELP.format(columns="externalOpportunityId, opportunityId or id"),
-    ),
-    "lead_ids": setting_property(
-        ["array", "null"],
-        "Lead IDs",
-        f"Read the roles of these leads (by leadId, {MAX_BATCH} leads a query) and every opportunity "
-        "they name (each fetched once per run).",
-        items={"type": "integer"},
-    ),
-    "lead_ids_file": setting_property(
-        ["string", "null"],
-        "Lead IDs file",
-        "Path of a file of lead ids; like lead_ids. " + _KEY_FILE_HELP.format(columns="leadId, lead or id"),
-    ),
-    "lead_id_range": setting_property(
-        ["object", "null"],
-        "Lead ID range",
-        'Like lead_ids, for every id from start to end inclusive, e.g. {"start": 1, "end": 250000}.',
-        properties={
-            "start": {"type": "integer", "title": "First lead ID", "description": "First lead id."},
-            "end": {"type": "integer", "title": "Last lead ID", "description": "Last lead id (inclusive)."},
-        },
-        required=["start", "end"],
-    ),
-    "filters": setting_property(
-        ["array", "null"],
-        "Filters",
-        "More key sources on other searchable fields: a list of {object, field, values}, where "
-        "object is opportunity or opportunity_role and field a searchable field of it (e.g. "
-        "externalCompanyId, externalSalesPersonId or a searchable custom field). Matching "
-        "opportunities come with their roles; matching roles with their opportunities.",
-        items={
-            "type": "object",
-            "properties": {
-                "object": {
-                    "type": "string",
-                    "enum": ["opportunity", "opportunity_role"],
-                    "title": "Object",
-                    "description": "opportunity or opportunity_role.",
-                },
-                "field": {
-                    "type": "string",
-                    "title": "Field",
-                    "description": "A searchable field of the object (its describe's searchableFields).",
-                },
-                "values": {
-                    "type": "array",
-                    "items": {"type": ["string", "integer"]},
-                    "minItems": 1,
-                    "title": "Values",
-                    "description": "Exact values to match.",
-                },
-            },
-            "required": ["object", "field", "values"],
-        },
-    ),
-    "progress_log_batches": setting_property(
-        "integer",
-        "Progress log interval (batches)",
-        "Log progress (batches done, records, calls, calls per minute, time left) every this "
-        "many key batches.",
-        default=10,
-        minimum=1,
-    ),
-}
-
-
-def _config_jsonschema() -> dict[str, Any]:
-    schema = copy.deepcopy(SETTINGS_JSON_SCHEMA)
-    schema["properties"].update(copy.deepcopy(TAP_SETTINGS))
-    return schema
+from .settings import config_errors, config_jsonschema
+from .streams import KEY_BATCHES, KeyBatchesStream, MarketoRecordStream
 
 
 class TapMarketoOpps(ConnectorConfigValidation, Tap):
@@ -157,7 +41,7 @@ class TapMarketoOpps(ConnectorConfigValidation, Tap):
     name = "tap-marketo-opps"
     package_name = "marketo-opps"
     dynamic_catalog = True  # discovery calls describe, so --discover needs valid credentials
-    config_jsonschema = _config_jsonschema()
+    config_jsonschema = config_jsonschema()
     # msgspec where it writes the same bytes as the SDK's writer; RECORDs are not flushed one by one.
     message_writer_class = TapWriter
 
@@ -169,7 +53,7 @@ class TapMarketoOpps(ConnectorConfigValidation, Tap):
         super().__init__(*args, **kwargs)
 
     def connector_config_errors(self, config: Mapping[str, Any]) -> list[str]:
-        return _setting_errors(config)
+        return config_errors(config)
 
     # ---- command line: a Marketo failure is one clear line and exit code 1, never a traceback ----
 
@@ -228,6 +112,16 @@ class TapMarketoOpps(ConnectorConfigValidation, Tap):
         """
         self.write_message(StateMessage(value=self.state))
 
+    def stopped(self, logger: logging.Logger, message: str) -> SyncStoppedError:
+        """A run stopped by quota or budget: say why, end with its STATE, report its calls.
+
+        The caller raises the error; the command line then exits 1 without a traceback.
+        """
+        logger.error(message)
+        self.write_closing_state()
+        self.log_call_summary()
+        return SyncStoppedError(message)
+
     def flush_output(self) -> None:
         """Send the RECORD messages written so far (the writer flushes at every other message)."""
         if isinstance(self.message_writer, TapWriter):
@@ -242,14 +136,14 @@ class TapMarketoOpps(ConnectorConfigValidation, Tap):
         """The record streams take their schemas from the catalog when one is given (no describe)."""
         streams: list[Stream] = [KeyBatchesStream(self)]
         catalog = self.input_catalog
-        for name, obj in _RECORD_STREAMS.items():
+        for obj in MarketoObject:
             if catalog is None:
                 description = self.describe(obj)
                 schema = json_schema_for(description)
                 key_properties = [description.id_field]
                 replication_key = replication_key_for(schema)
             else:
-                entry = catalog.get_stream(name)
+                entry = catalog.get_stream(obj.stream_name)
                 if entry is None:
                     continue
                 schema = entry.schema.to_dict()
@@ -258,7 +152,6 @@ class TapMarketoOpps(ConnectorConfigValidation, Tap):
             streams.append(
                 MarketoRecordStream(
                     self,
-                    name=name,
                     obj=obj,
                     schema=schema,
                     key_properties=key_properties,
@@ -324,8 +217,8 @@ class TapMarketoOpps(ConnectorConfigValidation, Tap):
             f"{figures['extra_pages']:,}",
             figures["describes"],
             figures["field_pages"],
-            _counts(run.emitted),
-            _counts(run.filtered),
+            counts(run.emitted),
+            counts(run.filtered),
         )
         if run.unreadable:
             self.logger.warning(
@@ -367,21 +260,3 @@ def _one_line_errors(cls: type[TapMarketoOpps]) -> Iterator[None]:
     except MarketoError as exc:
         cls.logger.error("%s", exc)
         sys.exit(1)
-
-
-def _setting_errors(config: Mapping[str, Any]) -> list[str]:
-    """Checks JSON Schema cannot express: the connection settings and the key sources."""
-    errors: list[str] = []
-    try:
-        MarketoSettings.from_config(config)
-    except SettingsError as exc:
-        errors.append(str(exc))
-    try:
-        key_sources(config, check_files=False)
-    except ConfigValidationError as exc:
-        errors.extend(exc.errors or [str(exc)])
-    return errors
-
-
-def _counts(counter: dict[str, int]) -> str:
-    return ", ".join(f"{name} {count:,}" for name, count in sorted(counter.items())) or "none"

@@ -8,6 +8,7 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Iterable
 from types import FrameType
 
 from .config import (
@@ -24,6 +25,12 @@ from .sandbox import Sandbox
 
 def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "off", "0") else int(text)
+
+
+def _choice(
+    group: argparse._ArgumentGroup, flag: str, choices: Iterable[str], default: str | None, help: str
+) -> None:
+    group.add_argument(flag, choices=sorted(choices), default=default, help=help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--heavy-leads", type=int, default=1)
     g.add_argument("--heavy-lead-roles", type=int, default=350)
     g.add_argument("--no-doc-examples", action="store_true", help="leave out the Marketo doc examples")
+    g.add_argument(
+        "--store-file",
+        metavar="PATH",
+        help="keep the store in this SQLite file instead of memory (its sandbox tables are replaced)",
+    )
     g = p.add_argument_group("limits (0 or 'off' disables rate, concurrency and quota limits)")
     g.add_argument("--rate-limit", type=_optional_int, default=100)
     g.add_argument("--rate-window", type=float, default=20.0, help="seconds")
@@ -73,17 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
         "reason (1014, 1019, 1022, 1029), e.g. 1014@OPP-1,OPP-2x2. Repeatable.",
     )
     g.add_argument("--crm-sync", action="store_true", help="emulate an instance with native CRM sync")
-    g.add_argument(
+    _choice(
+        g,
         "--missing-opportunity-code",
-        choices=sorted(MISSING_OPPORTUNITY_ANSWERS),
-        default="1004",
-        help="skip code of a role whose opportunity does not exist (Marketo's docs do not say)",
+        MISSING_OPPORTUNITY_ANSWERS,
+        "1004",
+        "skip code of a role whose opportunity does not exist (Marketo's docs do not say)",
     )
-    g.add_argument(
+    _choice(
+        g,
         "--sales-person-check",
-        choices=sorted(SALES_PERSON_CHECKS),
-        default=None,
-        help="externalSalesPersonId must name a seeded sales person; an unknown one gets 718 "
+        SALES_PERSON_CHECKS,
+        None,
+        "externalSalesPersonId must name a seeded sales person; an unknown one gets 718 "
         "for the whole call (response) or for its record (record)",
     )
     g = p.add_argument_group("unverified Marketo behaviours (the defaults are the strictest)")
@@ -91,17 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--filter-values-trimmed", action="store_true", help="drop whitespace around filterValues commas"
     )
-    g.add_argument(
+    _choice(
+        g,
         "--legacy-param-auth",
-        choices=sorted(LEGACY_PARAM_AUTH_MODES),
-        default="refused",
-        help="what an access_token query parameter gets",
+        LEGACY_PARAM_AUTH_MODES,
+        "refused",
+        "what an access_token query parameter gets",
     )
-    g.add_argument(
+    _choice(
+        g,
         "--query-fields-added",
-        choices=sorted(QUERY_FIELDS_ADDED),
-        default="idField",
-        help="what a query with fields returns besides them",
+        QUERY_FIELDS_ADDED,
+        "idField",
+        "what a query with fields returns besides them",
     )
     g.add_argument(
         "--spec-complete",
@@ -116,40 +132,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Options whose value is the config field of the same name as it is.
+_SAME_NAME = (
+    "client_id", "client_secret", "host", "port", "seed", "leads", "opportunities",
+    "roles_per_opportunity", "heavy_leads", "heavy_lead_roles", "store_file", "rate_limit",
+    "concurrency_limit", "daily_quota", "max_uri_bytes", "max_body_bytes", "crm_sync",
+    "missing_opportunity_code", "trailing_empty_page", "sales_person_check", "filter_values_trimmed",
+    "legacy_param_auth", "query_fields_added", "spec_complete",
+)  # fmt: skip
+
+
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig(
-        client_id=args.client_id,
-        client_secret=args.client_secret,
-        host=args.host,
-        port=args.port,
-        seed=args.seed,
-        leads=args.leads,
-        opportunities=args.opportunities,
-        roles_per_opportunity=args.roles_per_opportunity,
-        heavy_leads=args.heavy_leads,
-        heavy_lead_roles=args.heavy_lead_roles,
+        **{name: getattr(args, name) for name in _SAME_NAME},
         include_doc_examples=not args.no_doc_examples,
-        rate_limit=args.rate_limit,
         rate_window_seconds=args.rate_window,
-        concurrency_limit=args.concurrency_limit,
-        daily_quota=args.daily_quota,
-        max_uri_bytes=args.max_uri_bytes,
-        max_body_bytes=args.max_body_bytes,
         token_ttl_seconds=args.token_ttl,
         latency_seconds=args.latency,
         faults=[Fault.parse(spec) for spec in args.fault],
         record_faults=[RecordFault.parse(spec) for spec in args.record_fault],
-        crm_sync=args.crm_sync,
-        missing_opportunity_code=args.missing_opportunity_code,
         emit_more_result=not args.no_more_result,
-        trailing_empty_page=args.trailing_empty_page,
         gzip=not args.no_gzip,
-        sales_person_check=args.sales_person_check,
         filter_case_sensitive=not args.filter_case_insensitive,
-        filter_values_trimmed=args.filter_values_trimmed,
-        legacy_param_auth=args.legacy_param_auth,
-        query_fields_added=args.query_fields_added,
-        spec_complete=args.spec_complete,
     )
 
 

@@ -30,7 +30,7 @@ class Sandbox:
         opportunities = opportunity_schema(
             cfg.custom_fields, sales_person_reference=cfg.sales_person_check is not None
         )
-        self.store = Store(opportunities, role_schema(), seed=cfg.seed)
+        self.store = Store(opportunities, role_schema(), seed=cfg.seed, path=cfg.store_file or ":memory:")
         leads, opps, roles = seed.build(cfg)
         self.store.load(leads, opps, roles)
         self._state = SandboxState(cfg, self.store)

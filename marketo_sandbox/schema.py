@@ -91,6 +91,17 @@ def invalid_value_message(value: Any, fdef: FieldDef) -> str:
     return f"Invalid value '{_show(value)}' for field '{fdef.name}'. Required of type '{fdef.data_type}'"
 
 
+def _as_int(value: Any) -> int | None:
+    """An int, or an integer string; booleans and ``5.0`` are no integers to Marketo."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
+        return int(value.strip())
+    return None
+
+
 def coerce(fdef: FieldDef, value: Any) -> Any:
     """Validate an input value and return its stored (API) representation.
 
@@ -108,13 +119,10 @@ def coerce(fdef: FieldDef, value: Any) -> Any:
             raise InvalidValue
         return value
     if dt in INTEGER_TYPES:
-        if isinstance(value, bool):
+        integer = _as_int(value)
+        if integer is None:
             raise InvalidValue
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
-            return int(value.strip())
-        raise InvalidValue
+        return integer
     if dt in ("float", "currency"):
         if isinstance(value, bool):
             raise InvalidValue
@@ -174,13 +182,7 @@ def normalize_datetime(value: Any) -> str:
 def filter_key(fdef: FieldDef, raw: Any) -> Any:
     """Turn a filter value (string from a URL or a JSON value) into an index key, or None."""
     if fdef.data_type in INTEGER_TYPES:
-        if isinstance(raw, bool):
-            return None
-        if isinstance(raw, int):
-            return raw
-        if isinstance(raw, str) and _INT_RE.fullmatch(raw.strip()):
-            return int(raw.strip())
-        return None
+        return _as_int(raw)
     if isinstance(raw, str):
         return raw
     if raw is None or isinstance(raw, bool | dict | list):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import uuid
@@ -10,8 +9,11 @@ from collections import Counter, defaultdict, deque
 from dataclasses import fields as dc_fields
 from typing import Any
 
-from .config import RUNTIME_FIELDS, WRITE_ONLY_FAULT_KINDS, Fault, RecordFault, SandboxConfig
-from .store import OPPORTUNITIES, Record, Store, skipped
+from .config import RUNTIME_FIELDS, Fault, RecordFault, SandboxConfig
+from .faults import FaultPicker, concurrency_message, rate_message
+from .store import Record, Store
+
+__all__ = ["SandboxState", "concurrency_message", "rate_message", "validate_changes"]
 
 #: How many write batch sizes ``stats()["write_batch_sizes"]`` keeps per endpoint (the latest).
 MAX_BATCH_SIZES_KEPT = 10_000
@@ -19,18 +21,7 @@ MAX_BATCH_SIZES_KEPT = 10_000
 #: How many admission times ``call_times()`` keeps (the latest), enough for a long benchmark.
 MAX_CALL_TIMES_KEPT = 200_000
 
-#: Store object name -> :attr:`RecordFault.object` value.
-_RECORD_FAULT_OBJECT = {OPPORTUNITIES: "opportunity"}
-
 QUOTA_MESSAGE = "Daily quota reached. The quota resets at 12:00 AM CST"
-
-
-def rate_message(cfg: SandboxConfig) -> str:
-    return f"Max rate limit '{cfg.rate_limit or 100}' exceeded with in '{cfg.rate_window_seconds:g}' secs"
-
-
-def concurrency_message(cfg: SandboxConfig) -> str:
-    return f"Concurrent access limit '{cfg.concurrency_limit or 10}' reached"
 
 
 def validate_changes(changes: dict[str, Any]) -> dict[str, Any]:
@@ -113,9 +104,9 @@ class SandboxState:
         with self.lock:
             self._config = self._config.replace(**checked)
             if "faults" in checked:
-                self._fault_rng = random.Random(self._config.seed)
+                self._faults.reseed(self._config.seed)
             if "record_faults" in checked:
-                self._reset_record_faults()
+                self._faults.reset_records(self._config.seed)
             return self._config
 
     # ------------------------------------------------------------------ stats
@@ -132,17 +123,11 @@ class SandboxState:
         self._rate_times.clear()
         self._admitted_times.clear()
         self._stats_since = time.monotonic()
-        self._fault_rng = random.Random(self._config.seed)
+        self._faults = FaultPicker(self._config.seed)
         self.record_faults_injected: Counter[str] = Counter()
         self.write_batch_sizes: defaultdict[str, deque[int]] = defaultdict(
             lambda: deque(maxlen=MAX_BATCH_SIZES_KEPT)
         )
-        self._reset_record_faults()
-
-    def _reset_record_faults(self) -> None:
-        # (fault index, object, record identity) -> times that record was skipped by that fault
-        self._record_fault_hits: Counter[tuple[int, str, tuple[str, ...]]] = Counter()
-        self._record_fault_rng = random.Random(self._config.seed)
 
     def reset_stats(self) -> None:
         """Zero every counter, the REST call numbering, the record-fault counts, the quota and the
@@ -287,60 +272,15 @@ class SandboxState:
     # ------------------------------------------------------------------ faults
     def pick_fault(self, cfg: SandboxConfig, call_no: int, path: str, is_write: bool) -> Fault | None:
         with self.lock:
-            for fault in cfg.faults:
-                if fault.path and not path.startswith(fault.path):
-                    continue
-                if (fault.after_apply or fault.kind in WRITE_ONLY_FAULT_KINDS) and not is_write:
-                    continue
-                if fault.calls is not None:
-                    if call_no in fault.calls:
-                        return fault
-                    continue
-                if fault.rate is not None:
-                    if self._fault_rng.random() < fault.rate:
-                        return fault
-                    continue
-                return fault
-            return None
+            return self._faults.pick(cfg, call_no, path, is_write)
 
     def pick_record_faults(
         self, cfg: SandboxConfig, obj: str, key_fields: tuple[str, ...], records: list[Any]
     ) -> dict[int, Record]:
-        """The skipped results (by input position) that ``cfg.record_faults`` inject in one call.
-
-        ``key_fields`` are the fields identifying a record in this call's mode (the dedupe
-        fields, or the id field); ``times`` is counted per such identity. Records that are not
-        objects or lack a key field are left to the normal validation.
-        """
+        """The records of one sync or delete call that ``cfg.record_faults`` skip, by position."""
         if not cfg.record_faults:
             return {}
-        object_name = _RECORD_FAULT_OBJECT.get(obj, "opportunity_role")
-        out: dict[int, Record] = {}
         with self.lock:
-            for seq, rec in enumerate(records):
-                if not isinstance(rec, dict):
-                    continue
-                values = [rec.get(name) for name in key_fields]
-                if any(v is None or v == "" or isinstance(v, dict | list) for v in values):
-                    continue
-                identity = tuple(str(v) for v in values)
-                names = {
-                    str(rec[name])
-                    for name in ("externalOpportunityId", "marketoGUID")
-                    if rec.get(name) is not None
-                }
-                for index, fault in enumerate(cfg.record_faults):
-                    if fault.object is not None and fault.object != object_name:
-                        continue
-                    if fault.keys is not None and names.isdisjoint(fault.keys):
-                        continue
-                    hit = (index, obj, identity)
-                    if fault.times is not None and self._record_fault_hits[hit] >= fault.times:
-                        continue
-                    if fault.rate is not None and self._record_fault_rng.random() >= fault.rate:
-                        continue
-                    self._record_fault_hits[hit] += 1
-                    self.record_faults_injected[fault.code] += 1
-                    out[seq] = skipped(seq, fault.code, fault.message)
-                    break
+            out = self._faults.pick_records(cfg, obj, key_fields, records)
+            self.record_faults_injected.update(r["reasons"][0]["code"] for r in out.values())
         return out

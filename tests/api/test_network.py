@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import requests
-from tls_support import self_signed_certificate
 
 from marketo_api import (
     MarketoAuthenticationError,
@@ -29,6 +28,7 @@ from marketo_api import (
 )
 from marketo_api.network import Failure, cause_of
 from marketo_sandbox import Sandbox
+from tests.support.tls import self_signed_certificate
 
 OPP = MarketoObject.OPPORTUNITY
 SECRET = "network-test-secret-5f1c"

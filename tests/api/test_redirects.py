@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tls_support import self_signed_certificate
 
 from marketo_api import MarketoClient, MarketoObject, MarketoRedirectError, MarketoSettings
+from tests.support.tls import self_signed_certificate
 
 OPP = MarketoObject.OPPORTUNITY
 SECRET = "redirect-test-secret-93ab"

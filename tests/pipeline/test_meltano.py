@@ -28,10 +28,10 @@ import pytest
 from marketo_api import MarketoClient, MarketoObject, MarketoSettings
 from marketo_sandbox import Fault, Sandbox, SandboxConfig
 from scripts.local_postgres import LocalPostgres
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
 MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
 LEADS = range(1, 251)  # the sandbox environment's lead_id_range in meltano.yml
 TO_POSTGRES = ("tap-marketo-opps", "target-postgres")

@@ -13,8 +13,7 @@ import psycopg
 import pytest
 
 from scripts.local_postgres import UNPRIVILEGED_USER, LocalPostgres
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
 
 
 def gone(pid: int, timeout: float = 30.0) -> bool:

@@ -13,8 +13,9 @@ import pytest
 from marketo_sandbox import Sandbox
 from tap_marketo_results.tap import ResultsFileError, TapMarketoResults, parse_line
 from target_marketo_opps.target import TargetMarketoOpps
+from tests.support.paths import DATA
 
-SAMPLE = Path(__file__).parent / "data" / "target" / "sample.singer"
+SAMPLE = DATA / "target" / "sample.singer"
 
 
 def sync(results: Path) -> list[dict[str, Any]]:

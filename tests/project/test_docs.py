@@ -14,8 +14,7 @@ from scripts import docs_settings
 from scripts.docs_settings import PLUGINS, Plugin
 from tap_marketo_opps.streams import RESUME_NOTE
 from tap_marketo_opps.testing import run_tap
-
-ROOT = Path(__file__).parent.parent
+from tests.support.paths import ROOT
 
 
 def test_readmes_settings_tables_and_loader_snippet_are_in_step() -> None:

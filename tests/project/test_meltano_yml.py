@@ -7,7 +7,6 @@ import enum
 import json
 import re
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +16,8 @@ from singer_sdk import Tap, Target
 from tap_marketo_opps.tap import TapMarketoOpps
 from tap_marketo_results.tap import TapMarketoResults
 from target_marketo_opps.target import TargetMarketoOpps
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).parent.parent
 MELTANO_YML = yaml.safe_load((ROOT / "meltano.yml").read_text())
 PLUGINS = [
     ("extractors", "tap-marketo-opps", TapMarketoOpps),

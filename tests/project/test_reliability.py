@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from reliability import common, corpus, leaks, workload
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 CLASSES = {"all_written", "bad_rejected", "run_failed"}
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from marketo_api import MarketoClient, MarketoSettings
 from marketo_sandbox import Sandbox
 from target_marketo_opps.target import TargetMarketoOpps
+from tests.support import paths
 
 
 class FastRetryClient(MarketoClient):
@@ -30,7 +31,7 @@ class FastRetryTarget(TargetMarketoOpps):
     transient_retry_delays = (0.0, 0.0, 0.0)
 
 
-DATA = Path(__file__).parent / "data" / "target"
+DATA = paths.DATA / "target"
 SAMPLE = DATA / "sample.singer"
 VOLATILE = ("marketoGUID", "createdAt", "updatedAt")
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_target_cli import results_of, run_cli, write_config
-from test_target_support import opp, opp_schema, role_schema, run_target, state, target_config
 
 from marketo_sandbox import Sandbox
 from target_marketo_opps.records import INVALID_RECORD
+from tests.support.cli import results_of, run_cli, write_config
+from tests.support.target import opp, opp_schema, role_schema, run_target, state, target_config
 
 SandboxFactory = Callable[..., Sandbox]
 TAP = str(Path(sys.executable).parent / "tap-marketo-opps")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from test_target_support import (
+from marketo_sandbox import Sandbox
+from tests.support.cli import EXECUTABLE, results_of, run_cli, write_config
+from tests.support.target import (
     SAMPLE,
     deleted,
     opp,
@@ -25,33 +26,7 @@ from test_target_support import (
     target_config,
 )
 
-from marketo_sandbox import Sandbox
-
 SandboxFactory = Callable[..., Sandbox]
-EXECUTABLE = str(Path(sys.executable).parent / "target-marketo-opps")
-
-
-def write_config(path: Path, config: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(config), encoding="utf-8")
-    return path
-
-
-def run_cli(config: Path, input_path: Path, stdout: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    with input_path.open("rb") as source, stdout.open("wb") as out:
-        return subprocess.run(
-            [EXECUTABLE, "--config", str(config)],
-            stdin=source,
-            stdout=out,
-            stderr=subprocess.PIPE,
-            check=False,
-            text=True,
-            timeout=120,
-            **kwargs,
-        )
-
-
-def results_of(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def crash_input(seeded: list[str]) -> list[dict[str, Any]]:

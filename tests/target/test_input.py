@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_target_cli import EXECUTABLE, results_of, run_cli, write_config
-from test_target_support import (
+
+from marketo_api import MarketoObject, Reason
+from marketo_sandbox import Sandbox
+from target_marketo_opps.records import INVALID_RECORD, INVALID_VALUE, Item, Outcome
+from target_marketo_opps.results import ResultsLog
+from tests.support.cli import EXECUTABLE, results_of, run_cli, write_config
+from tests.support.payloads import builder
+from tests.support.target import (
     OPP_PROPERTIES,
     opp,
     opp_schema,
@@ -26,12 +32,6 @@ from test_target_support import (
     state,
     target_config,
 )
-from test_target_units import builder
-
-from marketo_api import MarketoObject, Reason
-from marketo_sandbox import Sandbox
-from target_marketo_opps.records import INVALID_RECORD, INVALID_VALUE, Item, Outcome
-from target_marketo_opps.results import ResultsLog
 
 SandboxFactory = Callable[..., Sandbox]
 

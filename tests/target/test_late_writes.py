@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_target_support import (
+
+from marketo_sandbox import Fault, Sandbox
+from target_marketo_opps.late_writes import RESENT_NOTE
+from target_marketo_opps.records import UNCERTAIN_WRITE
+from target_marketo_opps.target import TooManyRejectionsError
+from target_marketo_opps.writer import WriteCoordinator
+from tests.support.target import (
     FastRetryTarget,
     deleted,
     opp,
@@ -25,12 +31,6 @@ from test_target_support import (
     state,
     target_config,
 )
-
-from marketo_sandbox import Fault, Sandbox
-from target_marketo_opps.late_writes import RESENT_NOTE
-from target_marketo_opps.records import UNCERTAIN_WRITE
-from target_marketo_opps.target import TooManyRejectionsError
-from target_marketo_opps.writer import WriteCoordinator
 
 SandboxFactory = Callable[..., Sandbox]
 

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_target_support import (
+
+from marketo_api import MarketoClient, MarketoObject, MarketoSettings
+from marketo_sandbox import Fault, RecordFault, Sandbox
+from target_marketo_opps.ledger import LedgerError, entry_key, instance_of
+from target_marketo_opps.target import TargetMarketoOpps
+from target_marketo_opps.writer import WriteCoordinator
+from tests.support.target import (
     FastRetryTarget,
     deleted,
     opp,
@@ -33,12 +39,6 @@ from test_target_support import (
     store_snapshot,
     target_config,
 )
-
-from marketo_api import MarketoClient, MarketoObject, MarketoSettings
-from marketo_sandbox import Fault, RecordFault, Sandbox
-from target_marketo_opps.ledger import LedgerError, entry_key, instance_of
-from target_marketo_opps.target import TargetMarketoOpps
-from target_marketo_opps.writer import WriteCoordinator
 
 SandboxFactory = Callable[..., Sandbox]
 EXECUTABLE = str(Path(sys.executable).parent / "target-marketo-opps")

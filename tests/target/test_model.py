@@ -16,32 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_target_support import (
-    FastRetryTarget,
-    Run,
-    deleted,
-    opp,
-    opp_schema,
-    role,
-    role_schema,
-    run_target,
-    state,
-    target_config,
-)
 
 from marketo_sandbox import Fault, RecordFault, Sandbox
 from marketo_sandbox.config import MISSING_OPPORTUNITY_ANSWERS
 from target_marketo_opps.late_writes import LANDED_DELETE_NOTE, LANDED_SYNC_NOTE
 from target_marketo_opps.writer import WriteCoordinator
+from tests.support.model import Expected, Message, RoleKey, generate, model
+from tests.support.target import (
+    FastRetryTarget,
+    Run,
+    opp,
+    opp_schema,
+    role,
+    role_schema,
+    run_target,
+    target_config,
+)
 
 SandboxFactory = Callable[..., Sandbox]
-Message = dict[str, Any]
-RoleKey = tuple[str, int, str]
 
-OPPS = ("F-1", "F-2", "F-3", "F-4")
-LEADS = (3, 4, 5, 999)  # 999 is not a lead in the sandbox
-ROLES = ("Champion", "Buyer")
-RECORDS_PER_SEED = 25
 N_SEEDS = 30  # per test; the module stays under ~40 s on two cores
 # Marketo's code for a role whose opportunity is missing is undocumented: real runs are checked
 # under each code the sandbox can answer, the sandbox's default with every seed and the others
@@ -59,13 +52,6 @@ DRY_STATUS = {
 }
 
 
-@dataclass
-class Expected:
-    outcomes: dict[int, str]  # 1-based record number -> status
-    opps: dict[str, tuple[Any, Any]]  # externalOpportunityId -> (name, stage)
-    roles: dict[RoleKey, Any]  # role key -> isPrimary
-
-
 class ModelTarget(FastRetryTarget):
     """Faults here are frequent: a short pause between retries keeps them realistic."""
 
@@ -76,96 +62,6 @@ class ModelTarget(FastRetryTarget):
 def no_settle(monkeypatch: pytest.MonkeyPatch) -> None:
     """These faults never land late: records written after a lost answer are checked at once."""
     monkeypatch.setattr(WriteCoordinator, "LATE_WRITE_SETTLE_SECONDS", 0.0)
-
-
-def generate(rng: random.Random, n: int = RECORDS_PER_SEED) -> tuple[list[Message], list[Message]]:
-    """Few keys so records collide: same-key ordering, deferral and delete interplay get exercised.
-
-    Returns the full message stream and the RECORD messages alone (record i is `records[i - 1]`).
-    A STATE's value is the index of the last record before it, so its emission can be checked.
-    """
-    messages, records = [opp_schema(), role_schema()], []
-    for i in range(n):
-        eid = rng.choice(OPPS)
-        kind = rng.random()
-        if kind < 0.35:
-            message = opp(eid, name=f"n{i}", stage=f"s{i}")
-        elif kind < 0.45:
-            message = deleted(opp(eid, name=f"n{i}"))
-        elif kind < 0.85:
-            message = role(eid, rng.choice(LEADS), rng.choice(ROLES), isPrimary=rng.random() < 0.5)
-        else:
-            message = deleted(role(eid, rng.choice(LEADS), rng.choice(ROLES)))
-        messages.append(message)
-        records.append(message)
-        if rng.random() < 0.3:
-            messages.append(state({"i": i}))
-    return messages, records
-
-
-def model(
-    records: list[Message],
-    opps: dict[str, tuple[Any, Any]],
-    roles: dict[RoleKey, Any],
-    leads: set[int] | None,
-) -> Expected:
-    """Apply records one at a time, as the README says the concurrent target must appear to.
-
-    `leads=None` models dry run, which does not check lead ids.
-    """
-    opps, roles = dict(opps), dict(roles)
-    held: dict[RoleKey, list[tuple[int, Message]]] = {}  # insertion-ordered
-    out: dict[int, str] = {}
-
-    def apply_role(seq: int, rec: dict[str, Any]) -> bool:
-        """False when the role must wait for its opportunity (Marketo skipped it: 'not yet')."""
-        key = (rec["externalOpportunityId"], rec["leadId"], rec["role"])
-        if rec.get("_sdc_deleted_at"):
-            out[seq] = "deleted" if key in roles else "skipped"
-            roles.pop(key, None)
-            return True
-        if key[0] not in opps:
-            return False
-        if leads is not None and key[1] not in leads:
-            out[seq] = "skipped"
-            return True
-        out[seq] = "updated" if key in roles else "created"
-        roles[key] = rec.get("isPrimary")
-        return True
-
-    for seq, message in enumerate(records, 1):
-        rec = message["record"]
-        if message["stream"] == "opportunities":
-            eid = rec["externalOpportunityId"]
-            if rec.get("_sdc_deleted_at"):
-                # Roles held for it were given before the delete, which would have removed them:
-                # they end now (a later re-create does not bring them back).
-                for key in [k for k in held if k[0] == eid]:
-                    for held_seq, held_rec in held.pop(key):
-                        if not apply_role(held_seq, held_rec):
-                            out[held_seq] = "skipped"
-                out[seq] = "deleted" if eid in opps else "skipped"
-                opps.pop(eid, None)
-                roles = {k: v for k, v in roles.items() if k[0] != eid}  # deleting cascades
-                continue
-            out[seq] = "updated" if eid in opps else "created"
-            opps[eid] = (rec["name"], rec["stage"])
-            for key in [k for k in held if k[0] == eid]:
-                for held_seq, held_rec in held.pop(key):
-                    apply_role(held_seq, held_rec)  # the second try is final
-            continue
-        key = (rec["externalOpportunityId"], rec["leadId"], rec["role"])
-        if key in held:  # later records for a held role wait behind it
-            held[key].append((seq, rec))
-        elif not apply_role(seq, rec):
-            held[key] = [(seq, rec)]
-    for queue in held.values():  # end of input: the opportunity never came
-        for seq, rec in queue:
-            if rec.get("_sdc_deleted_at"):
-                apply_role(seq, rec)  # a delete needs no opportunity
-            else:
-                out[seq] = "skipped"
-    return Expected(out, opps, roles)
 
 
 def store_state(sb: Sandbox) -> tuple[dict[str, tuple[Any, Any]], dict[RoleKey, Any]]:

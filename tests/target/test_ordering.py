@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_target_support import (
+
+from marketo_api import Reason
+from marketo_sandbox import Fault, Sandbox
+from marketo_sandbox.config import MISSING_OPPORTUNITY_ANSWERS
+from target_marketo_opps.records import Outcome
+from target_marketo_opps.rules import may_mean_missing_opportunity
+from tests.support.target import (
     deleted,
     opp,
     opp_schema,
@@ -25,12 +31,6 @@ from test_target_support import (
     state,
     target_config,
 )
-
-from marketo_api import Reason
-from marketo_sandbox import Fault, Sandbox
-from marketo_sandbox.config import MISSING_OPPORTUNITY_ANSWERS
-from target_marketo_opps.records import Outcome
-from target_marketo_opps.rules import may_mean_missing_opportunity
 
 SandboxFactory = Callable[..., Sandbox]
 CODES = sorted(MISSING_OPPORTUNITY_ANSWERS)

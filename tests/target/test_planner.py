@@ -11,14 +11,14 @@ import random
 from typing import Any
 
 import pytest
-from test_target_model import OPPS, ROLES, Message, RoleKey, generate, model
-from test_target_units import builder
 
 from marketo_api import MarketoObject, Reason
 from target_marketo_opps.batches import Batch
 from target_marketo_opps.planner import Send, Wait, WritePlan
 from target_marketo_opps.records import Item, Outcome, deletion
 from target_marketo_opps.terms import DELETE, SYNC, Status
+from tests.support.model import OPPS, ROLES, Message, RoleKey, generate, model
+from tests.support.payloads import builder
 
 OPP, ROLE = MarketoObject.OPPORTUNITY, MarketoObject.OPPORTUNITY_ROLE
 LEADS = {3, 4, 5}  # the generator's lead 999 is unknown to this Marketo

@@ -11,10 +11,10 @@ from typing import Any
 import msgspec
 import pytest
 from singer_sdk.singerlib.json import deserialize_json
-from test_target_support import SAMPLE
 
 import target_marketo_opps.reader as reader_module
 from target_marketo_opps.reader import MESSAGE_TYPES, NumberedReader
+from tests.support.target import SAMPLE
 
 
 class _Refusing:

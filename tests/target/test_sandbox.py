@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_target_support import (
+
+from marketo_api import CrmSyncEnabledError, MarketoObject
+from marketo_sandbox import Fault, RecordFault, Sandbox
+from target_marketo_opps.records import Item
+from target_marketo_opps.target import TargetMarketoOpps, TooManyRejectionsError, UnknownStreamError
+from target_marketo_opps.writer import WriteCoordinator
+from tests.support.target import (
     SAMPLE,
     deleted,
     opp,
@@ -25,12 +31,6 @@ from test_target_support import (
     store_snapshot,
     target_config,
 )
-
-from marketo_api import CrmSyncEnabledError, MarketoObject
-from marketo_sandbox import Fault, RecordFault, Sandbox
-from target_marketo_opps.records import Item
-from target_marketo_opps.target import TargetMarketoOpps, TooManyRejectionsError, UnknownStreamError
-from target_marketo_opps.writer import WriteCoordinator
 
 SandboxFactory = Callable[..., Sandbox]
 

@@ -17,7 +17,7 @@ Curated like MeltanoLabs/target-postgres's suite; one test is left out on purpos
 * `record_missing_key_property` expects the run to abort when a record lacks a Singer key
   property. This target checks Marketo's keys instead and rejects such a record on its own
   (a delete or an idField update legitimately carries only marketoGUID); see
-  `test_update_only_by_id_field` and `test_deletes` in test_target_sandbox.py.
+  `test_update_only_by_id_field` and `test_deletes` in tests/target/test_sandbox.py.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ from singer_sdk.testing.target_tests import (
     TargetSpecialCharsInAttributes,
 )
 from singer_sdk.testing.templates import TargetFileTestTemplate, TargetTestTemplate
-from test_target_support import run_lines, run_target
 
 from marketo_sandbox import Sandbox, SandboxConfig
 from target_marketo_opps.target import TargetMarketoOpps
+from tests.support.target import run_lines, run_target
 
 if t.TYPE_CHECKING:
     from importlib.resources.abc import Traversable

@@ -13,10 +13,7 @@ from pathlib import Path
 import pytest
 from singer_sdk.exceptions import ConfigValidationError, InvalidJSONSchema
 
-from marketo_api import MarketoObject, ObjectDescription, Reason
-from marketo_sandbox import DEFAULT_CUSTOM_FIELDS
-from marketo_sandbox.schema import opportunity_schema, role_schema
-from target_marketo_opps.payloads import PayloadBuilder
+from marketo_api import MarketoObject, Reason
 from target_marketo_opps.records import (
     INVALID_VALUE,
     MISSING_KEY,
@@ -30,25 +27,9 @@ from target_marketo_opps.results import ResultsLog, is_failure
 from target_marketo_opps.settings import config_errors
 from target_marketo_opps.target import TargetMarketoOpps
 from target_marketo_opps.validation import RecordValidator
+from tests.support.payloads import builder
 
 CONNECTION = {"base_url": "http://127.0.0.1:9", "client_id": "id", "client_secret": "secret"}
-OPPORTUNITY = ObjectDescription.from_api(opportunity_schema(list(DEFAULT_CUSTOM_FIELDS)).describe())
-ROLE = ObjectDescription.from_api(role_schema().describe())
-LOGGER = logging.getLogger("test-target")
-
-
-def builder(
-    obj: MarketoObject = MarketoObject.OPPORTUNITY, *, action: str = "createOrUpdate", **kw: object
-) -> PayloadBuilder:
-    description = OPPORTUNITY if obj is MarketoObject.OPPORTUNITY else ROLE
-    return PayloadBuilder(
-        obj,
-        description,
-        action=action,
-        dedupe_by=str(kw.get("dedupe_by", "dedupeFields")),
-        max_body_bytes=int(kw.get("max_body_bytes", 1024 * 1024)),  # type: ignore[call-overload]
-        logger=LOGGER,
-    )
 
 
 # ---- settings -----------------------------------------------------------------------------

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_target_support import opp, opp_schema, role, role_schema, run_target, target_config
 
 from marketo_sandbox import Sandbox
+from tests.support.target import opp, opp_schema, role, role_schema, run_target, target_config
 
 SandboxFactory = Callable[..., Sandbox]
 

@@ -137,7 +137,7 @@ class DryRunCoordinator(Coordinator):
         outcomes = [self._simulate(item) for item in batch.items]
         self.plan.note_answers(batch, outcomes)
         for item, outcome in zip(batch.items, outcomes, strict=True):
-            if not self.plan.hold_if_waiting(item, outcome, opportunity_in_doubt=False):
+            if not self.plan.hold_if_waiting(item, outcome, opportunity_in_doubt=_never):
                 self._resolve(item, _would(outcome))
 
     def _resolve_ended(self) -> None:
@@ -284,3 +284,7 @@ def _missing_opportunity(external_id: str | None) -> str:
 
 def _would(outcome: Outcome) -> Outcome:
     return replace(outcome, status=_WOULD[outcome.status])
+
+
+def _never(opportunity_id: str | None) -> bool:
+    return False  # a dry run loses no answer

@@ -30,7 +30,8 @@ class HeldRoles:
 
     def blocks(self, item: Item) -> bool:
         """Whether an earlier record for the same role is held (then this one waits behind it)."""
-        return any(self._keys[k] for k in item.conflict_keys)
+        keys = self._keys
+        return bool(keys) and any(keys[k] for k in item.conflict_keys)
 
     def put(self, item: Item) -> None:
         out_of_order = bool(self._items) and next(reversed(self._items)) > item.seq

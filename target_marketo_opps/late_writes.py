@@ -101,6 +101,7 @@ class LateWrites:
         self._doubts: dict[ConflictKey, Doubt] = {}  # by every key of the record
         self._lost_cascades: dict[str, float] = {}  # opportunity id -> due of a lost delete of it
         self._checks: dict[int, Doubt] = {}  # seq of a write waiting for its check -> its doubt
+        self.waiting = self._checks  # read-only view for a quick "any check waiting?"
 
     def __len__(self) -> int:
         """Writes waiting for a check."""

@@ -36,7 +36,7 @@ from marketo_api import MarketoObject
 from .batches import Batch
 from .held import HeldRoles
 from .records import Item, Outcome
-from .rules import NOT_SENT, Release, Sends, release_decision, should_hold
+from .rules import NOT_SENT, Release, Sends, may_wait_for_opportunity, release_decision, should_hold
 from .terms import DELETE, SYNC, BatchKey, KeyKind, Status
 
 OPP = MarketoObject.OPPORTUNITY
@@ -113,30 +113,36 @@ class WritePlan:
 
     # ---- input ----------------------------------------------------------------------------
 
-    def add(self, item: Item) -> None:
-        """A record in input order; it goes into its batch as `step()` goes on."""
+    def add(self, item: Item) -> bool:
+        """A record in input order; it goes into its batch as `step()` goes on (at once if nothing
+        is waiting to be sent before it). Whether `step()` has anything to do."""
         self._incoming.append((item, _Stage.DELETES if item.obj is ROLE else _Stage.CONFLICTS))
+        if not self.ready and len(self._incoming) == 1:
+            self._advance()
+        return bool(self.ready or self._incoming)
 
     def enqueue(self, item: Item) -> None:
         """A held record released: into its batch as `step()` goes on."""
         self._incoming.append((item, _Stage.CONFLICTS))
 
     def _advance(self) -> None:
-        """Take the first incoming record one stage further."""
+        """Take the first incoming record as far as it goes before a batch must be sent."""
         item, stage = self._incoming[0]
-        following = self._place(item, stage)
+        key = item.batch_key
+        following: _Stage | None = stage
+        while following is not None and not self.ready:
+            following = self._place(item, key, following)
         if following is None:
             self._incoming.popleft()
         else:
             self._incoming[0] = (item, following)
 
-    def _place(self, item: Item, stage: _Stage) -> _Stage | None:
+    def _place(self, item: Item, key: BatchKey, stage: _Stage) -> _Stage | None:
         """Do one stage; the next one, or None when the record is in a batch or held."""
-        key = item.batch_key
         if stage is _Stage.DELETES:
             self._submit_deletes_before(item)
             return _Stage.CONFLICTS
-        if item.obj is ROLE and self.held.blocks(item):
+        if stage is not _Stage.ADD and item.obj is ROLE and self.held.blocks(item):
             self.hold(item)  # an earlier record for this role is held: this one waits behind it
             return None
         if stage is _Stage.CONFLICTS:
@@ -160,9 +166,10 @@ class WritePlan:
     def _place_now(self, item: Item) -> None:
         """A held record released while an opportunity delete settles: into its batch at once;
         what goes before it goes before the delete too."""
+        key = item.batch_key
         stage: _Stage | None = _Stage.CONFLICTS
         while stage is not None:
-            stage = self._place(item, stage)
+            stage = self._place(item, key, stage)
 
     def flush(self) -> None:
         """A checkpoint: every open batch goes, opportunity syncs, then roles, then deletes."""
@@ -378,11 +385,20 @@ class WritePlan:
                 # Gone again: a role skipped for it now waits for it to be re-created.
                 self.opp_written.pop(opportunity_id, None)
 
-    def hold_if_waiting(self, item: Item, outcome: Outcome, *, opportunity_in_doubt: bool) -> bool:
-        """Hold a role Marketo skipped perhaps because its opportunity is missing; whether it was."""
+    def hold_if_waiting(
+        self, item: Item, outcome: Outcome, *, opportunity_in_doubt: Callable[[str | None], bool]
+    ) -> bool:
+        """Hold a role Marketo skipped perhaps because its opportunity is missing; whether it was.
+
+        `opportunity_in_doubt(id)`: whether a lost delete of it may have landed (asked only then).
+        """
+        if outcome.status != Status.SKIPPED or not may_wait_for_opportunity(item):
+            return False  # the common case, decided without the rest
         sends = self._sends.get(item.seq, NOT_SENT)
-        written = self.opp_written.get(item.opportunity_id or "")
-        if not should_hold(item, outcome, sends, written, opportunity_in_doubt=opportunity_in_doubt):
+        opportunity_id = item.opportunity_id
+        written = self.opp_written.get(opportunity_id or "")
+        in_doubt = opportunity_in_doubt(opportunity_id)
+        if not should_hold(item, outcome, sends, written, opportunity_in_doubt=in_doubt):
             return False
         self._sends[item.seq] = replace(sends, answer=outcome)
         self.hold(item)

@@ -20,7 +20,7 @@ from marketo_api import (
 )
 from marketo_api.datatypes import parse_datetime
 
-from .terms import Action, BatchKey, ConflictKey, KeyMode, Operation, Status
+from .terms import Action, BatchKey, ConflictKey, KeyKind, KeyMode, Operation, Status
 
 # Reason codes of records the target rejects (Marketo's own codes are numeric strings).
 INVALID_RECORD = "invalid_record"  # fails the stream's JSON schema
@@ -194,10 +194,10 @@ def conflict_keys(
     keys: list[ConflictKey] = []
     dedupe = tuple(values.get(name) for name in description.dedupe_fields)
     if all(v is not None and v != "" for v in dedupe):
-        keys.append(ConflictKey.dedupe(obj, dedupe))
+        keys.append(ConflictKey(obj.value, KeyKind.DEDUPE, dedupe))
     guid = values.get(description.id_field)
     if isinstance(guid, str) and guid:
-        keys.append(ConflictKey.guid(obj, guid))
+        keys.append(ConflictKey(obj.value, KeyKind.ID, guid))
     return tuple(keys)
 
 

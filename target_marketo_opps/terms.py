@@ -15,6 +15,10 @@ from marketo_api import MarketoObject
 class Word(str, enum.Enum):
     """A str-valued enum that prints and formats as its value on every Python version."""
 
+    # The str's own hash and equality, in C: Enum's `__hash__` is Python code, and these are
+    # dict keys (batch keys, key kinds) on every record's way.
+    __hash__ = str.__hash__
+
     def __str__(self) -> str:
         return str.__str__(self)
 

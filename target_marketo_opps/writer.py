@@ -106,8 +106,8 @@ class WriteCoordinator(Coordinator):
 
     def _add(self, item: Item) -> None:
         self._harvest()
-        self.plan.add(item)
-        self._run_plan()
+        if self.plan.add(item):
+            self._run_plan()
         self._pump()
 
     def _checkpoint(self, *, final: bool) -> None:
@@ -196,7 +196,7 @@ class WriteCoordinator(Coordinator):
         held = self.plan.held
         while True:
             self._harvest()
-            if not held or not held.changed:
+            if not held.changed or not held:
                 break
             held.changed = False
             released = self._release(final=False)
@@ -205,7 +205,7 @@ class WriteCoordinator(Coordinator):
             for item in released:
                 self.plan.enqueue(item)
             self._run_plan()
-        if len(self._late):
+        if self._late.waiting:
             self._check_late_writes(final=False)
         self._on_progress()
 
@@ -262,7 +262,7 @@ class WriteCoordinator(Coordinator):
                 not self._aborting
                 and not crm
                 and self.plan.hold_if_waiting(
-                    item, outcome, opportunity_in_doubt=self._late.opportunity_in_doubt(item.opportunity_id)
+                    item, outcome, opportunity_in_doubt=self._late.opportunity_in_doubt
                 )
             ):
                 continue

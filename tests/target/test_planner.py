@@ -122,7 +122,7 @@ class Driver:
         outcomes = self.marketo.answer(batch)
         self.plan.note_answers(batch, outcomes)
         for item, outcome in zip(batch.items, outcomes, strict=True):
-            if not self.plan.hold_if_waiting(item, outcome, opportunity_in_doubt=False):
+            if not self.plan.hold_if_waiting(item, outcome, opportunity_in_doubt=lambda _: False):
                 self.resolve(item, outcome)
 
     def resolve(self, item: Item, outcome: Outcome) -> None:

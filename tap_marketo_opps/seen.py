@@ -2,7 +2,7 @@
 
 A lead source can reach millions of opportunities; a Python set of a million 20-character ids
 costs over 100 MB, so the ids live in a SQLite table in a temporary file instead (measured:
-RSS stays within a few MB of the start for 2 million ids; see tests/test_tap_units.py).
+RSS stays within a few MB of the start for 2 million ids; see tests/tap/test_units.py).
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-pytest_plugins = ["marketo_sandbox.testing"]
+# The `sandbox` and `make_sandbox` fixtures.
+pytest_plugins = ["tests.support.fixtures"]

@@ -42,6 +42,7 @@ from tap_marketo_opps.output import TapWriter, encode_message
 from tap_marketo_opps.streams import MarketoRecordStream
 from tap_marketo_opps.tap import TapMarketoOpps
 from tap_marketo_opps.testing import discover, select
+from tests.support import paths
 
 # ---- the writer --------------------------------------------------------------------------------
 
@@ -548,7 +549,7 @@ def seeded() -> Iterator[Seeded]:
 
 
 def _tap_command() -> list[str]:
-    """The installed console script, else `python -m tap_marketo_opps` (as tests/test_tap_cli.py)."""
+    """The installed console script, else `python -m tap_marketo_opps` (as tests/tap/test_cli.py)."""
     script = Path(sys.executable).parent / "tap-marketo-opps"
     if script.exists():
         return [str(script)]
@@ -559,8 +560,8 @@ def _tap_command() -> list[str]:
 SDK_DEFAULT_COMMAND = [
     sys.executable,
     "-c",
-    f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-    "from test_tap_output import SdkDefaultTap; SdkDefaultTap.cli()",
+    f"import sys; sys.path.insert(0, {str(paths.ROOT)!r}); "
+    "from tests.tap.test_output import SdkDefaultTap; SdkDefaultTap.cli()",
 ]
 
 

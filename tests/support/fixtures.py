@@ -1,6 +1,7 @@
-"""Pytest plugin: ``sandbox`` and ``make_sandbox`` fixtures.
+"""The ``sandbox`` and ``make_sandbox`` fixtures, loaded by tests/conftest.py (``pytest_plugins``).
 
-Enable with ``pytest_plugins = ["marketo_sandbox.testing"]`` in ``conftest.py``.
+They use only the sandbox's public API; marketo_sandbox/README.md shows the same two fixtures for
+a project's own conftest.py.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from .config import SandboxConfig
-from .sandbox import Sandbox
+from marketo_sandbox import Sandbox, SandboxConfig
 
 
 @pytest.fixture

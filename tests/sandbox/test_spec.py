@@ -13,7 +13,6 @@ import copy
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -21,8 +20,9 @@ import pytest
 import requests
 
 from marketo_sandbox import Sandbox
+from tests.support import paths
 
-SPEC_FILE = Path(__file__).parent / "data" / "marketo_spec" / "opportunity_operations.json"
+SPEC_FILE = paths.DATA / "marketo_spec" / "opportunity_operations.json"
 SPEC: dict[str, Any] = json.loads(SPEC_FILE.read_text())
 OPP = "/rest/v1/opportunities.json"
 ROLES = "/rest/v1/opportunities/roles.json"

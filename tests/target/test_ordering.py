@@ -226,6 +226,9 @@ def test_roles_wait_for_an_opportunity_deleted_and_re_created_in_the_run(
     # X-1 is re-created; answered "not found", they must be held for it, not reported skipped.
     messages += [role("X-1", lead) for lead in range(3, 9)]
     messages += [opp("X-1", stage="again")]
+    # Those early role calls must reach Marketo before the re-create, however busy the machine is
+    # (the re-create may be sent while they are in flight: it is another object).
+    sb.configure(faults=[Fault(kind="slow", path="/rest/v1/opportunities.json", seconds=0.3)])
     run = run_target(config(sb, tmp_path, batch_size_rows=1), messages)
     assert [run.status_of(n) for n in (1, 2, 9)] == ["updated", "deleted", "created"]
     assert [run.status_of(n) for n in range(3, 9)] == ["created"] * 6

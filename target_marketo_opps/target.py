@@ -135,6 +135,7 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
     @classmethod
     @override
     def _get_about_info(cls) -> about.AboutInfo:
+        # Private: no public hook shapes `--about`'s description.
         info = super()._get_about_info()
         # One paragraph: singer-sdk's Markdown template dedents around it, so an indented
         # docstring line would turn the rest of the page into a code block.
@@ -294,6 +295,8 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
 
     @override
     def _process_record_message(self, message_dict: dict) -> None:
+        # Private: no public hook runs before a RECORD reaches its sink, and a `record` that is not
+        # an object must be rejected naming its line, not crash the SDK's record path.
         record = message_dict.get("record")
         if "record" in message_dict and not isinstance(record, dict):
             self._reject_non_object(message_dict)
@@ -320,7 +323,11 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
 
     @override
     def _process_batch_message(self, message_dict: dict) -> None:
-        """Records in BATCH files go the way of RECORD messages: same maps, checks and outcomes."""
+        """Records in BATCH files go the way of RECORD messages: same maps, checks and outcomes.
+
+        Private: the SDK hands BATCH files whole to `Sink.process_batch_files`, past stream maps and
+        without a line or an outcome per record.
+        """
         self._assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
         stream_name = message_dict["stream"]
         compression = batch_compression(message_dict["encoding"])
@@ -409,6 +416,8 @@ class TargetMarketoOpps(ConnectorConfigValidation, Target):
 
     @override
     def _process_state_message(self, message_dict: dict) -> None:
+        # Private, as `_write_state_message`: the SDK writes STATE once its sinks drain, with no public
+        # hook to hold it until every record before it has an outcome on disk.
         super()._process_state_message(message_dict)
         state = message_dict["value"]
         if self._states and self._states[-1][0] == self._records_seen:

@@ -36,7 +36,7 @@ from marketo_api import MarketoObject
 from .batches import Batch
 from .held import HeldRoles
 from .records import Item, Outcome
-from .rules import NOT_SENT, Release, Sends, may_wait_for_opportunity, release_decision, should_hold
+from .rules import NOT_SENT, Release, Sends, may_be_waiting, release_decision, should_hold
 from .terms import DELETE, SYNC, BatchKey, KeyKind, Status
 
 OPP = MarketoObject.OPPORTUNITY
@@ -392,8 +392,8 @@ class WritePlan:
 
         `opportunity_in_doubt(id)`: whether a lost delete of it may have landed (asked only then).
         """
-        if outcome.status != Status.SKIPPED or not may_wait_for_opportunity(item):
-            return False  # the common case, decided without the rest
+        if not may_be_waiting(item, outcome):
+            return False  # the common case, decided without the run's state
         sends = self._sends.get(item.seq, NOT_SENT)
         opportunity_id = item.opportunity_id
         written = self.opp_written.get(opportunity_id or "")

@@ -33,6 +33,12 @@ def may_mean_missing_opportunity(outcome: Outcome) -> bool:
     )
 
 
+def may_be_waiting(item: Item, outcome: Outcome) -> bool:
+    """Whether Marketo's answer may mean the record waits for its opportunity (cheap: record and
+    answer alone); `should_hold` decides with what the run has written."""
+    return may_wait_for_opportunity(item) and may_mean_missing_opportunity(outcome)
+
+
 @dataclass(frozen=True)
 class Sends:
     """The writer's record of a record's sends: how often, how many opportunity batches had been
@@ -56,7 +62,7 @@ def should_hold(
     about something else (its lead, its values) and sending it again would change nothing; unless
     a lost delete of it may have landed since (`opportunity_in_doubt`: the check may write it again).
     """
-    if not may_wait_for_opportunity(item) or not may_mean_missing_opportunity(outcome) or sends.attempts >= 2:
+    if not may_be_waiting(item, outcome) or sends.attempts >= 2:
         return False
     return written_epoch is None or written_epoch > sends.epoch or opportunity_in_doubt
 
